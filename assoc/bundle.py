@@ -1,0 +1,335 @@
+"""Read and validate a fingerprint bundle (CSV directory or stores.jsonl) into typed records.
+
+Validation collects every problem with its file and line before giving up, so that one run
+tells an exporter everything that is wrong. With `skip_invalid` the bad rows are kept aside
+as RejectedRow records (written to OUTDIR/rejected.csv by the report stage): nothing is ever
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+from .records import Bundle, Product, RejectedRow, Signal, Store
+
+STORE_COLUMNS = ("store_id",)
+SIGNAL_COLUMNS = ("store_id", "kind", "value")
+PRODUCT_COLUMNS = ("store_id", "product_id")
+
+
+class _Problems:
+    """Problems found so far; in skip-invalid mode each also becomes a rejected row."""
+
+    def __init__(self) -> None:
+        self.fatal: list[str] = []  # problems that no skipping can get past (a missing column, a bad file)
+        self.rows: list[RejectedRow] = []
+
+    def file(self, message: str) -> None:
+        self.fatal.append(message)
+
+    def row(self, file: str, line: int, reason: str, content: str) -> None:
+        self.rows.append(RejectedRow(file=file, line=line, reason=reason, content=content))
+
+    def messages(self) -> list[str]:
+        return self.fatal + [f"{r.file} line {r.line}: {r.reason}" for r in self.rows]
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601 date or timestamp -> aware UTC datetime (naive values are taken as UTC)."""
+    value = datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def read_bundle(path: Path | str, *, skip_invalid: bool = False) -> Bundle:
+    """Read the bundle at `path` (a directory, or a stores.jsonl file).
+
+    Raises BundleError listing every problem, unless `skip_invalid`, in which case bad rows
+    are returned in Bundle.rejected. Problems with a whole file (unreadable, a required
+    column missing) are raised in both modes: no row of such a file can be trusted.
+    """
+    root = Path(path)
+    if root.is_file() and root.name.endswith(".jsonl"):
+        jsonl, root = root, root.parent
+    elif root.is_dir():
+        jsonl = root / "stores.jsonl"
+        if (root / "stores.csv").exists():
+            if jsonl.exists():
+                raise BundleError([f"{root}: has both stores.csv and stores.jsonl; keep one form of the bundle"])
+            jsonl = None
+        elif not jsonl.exists():
+            raise BundleError([f"{root}: no stores.csv or stores.jsonl; a bundle directory needs one of them"])
+    else:
+        raise BundleError([f"{root}: not found; give a bundle directory or a stores.jsonl file"])
+
+    problems = _Problems()
+    bundle = _read_jsonl(jsonl, root, problems) if jsonl else _read_csv_dir(root, problems)
+    if problems.fatal or (problems.rows and not skip_invalid):
+        messages = problems.messages()
+        raise BundleError(messages)
+    bundle.rejected = problems.rows
+    return bundle
+
+
+# ---------------------------------------------------------------------------------------- CSV form
+
+
+def _decode(path: Path, problems: _Problems) -> str | None:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        problems.file(f"{path.name}: cannot read: {exc.strerror or exc}")
+        return None
+    # surrogateescape keeps undecodable bytes visible per row, so one bad row does not sink the file.
+    return raw.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _csv_rows(path: Path, required: tuple[str, ...], problems: _Problems) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) for each data row; malformed rows are reported, not yielded."""
+    text = _decode(path, problems)
+    if text is None:
+        return
+    name = path.name
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        problems.file(f"{name}: the file is empty; it needs a header row with {', '.join(required)}")
+        return
+    except csv.Error as exc:
+        problems.file(f"{name} line 1: unreadable header: {exc}")
+        return
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        problems.file(
+            f"{name} line 1: missing required column(s) {', '.join(missing)}; the header is {','.join(header)}"
+        )
+        return
+    width = len(header)
+    line = reader.line_num + 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.row(name, line, f"malformed CSV: {exc}", "")
+            line = reader.line_num + 1
+            continue
+        start, line = line, reader.line_num + 1
+        content = ",".join(cells)
+        if not cells or all(not c.strip() for c in cells):
+            continue  # blank lines carry nothing
+        if len(cells) != width:
+            problems.row(name, start, f"malformed row: {len(cells)} fields where the header has {width}", content)
+            continue
+        if any(_has_bad_bytes(c) for c in cells):
+            problems.row(name, start, "bad encoding: the row is not valid UTF-8; re-export the file as UTF-8",
+                         content.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            continue
+        yield start, dict(zip(header, cells, strict=True))
+
+
+def _has_bad_bytes(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _read_csv_dir(root: Path, problems: _Problems) -> Bundle:
+    stores = _Collector(root, problems)
+    for line, row in _csv_rows(root / "stores.csv", STORE_COLUMNS, problems):
+        stores.add_store("stores.csv", line, row)
+    if (root / "signals.csv").exists():
+        for line, row in _csv_rows(root / "signals.csv", SIGNAL_COLUMNS, problems):
+            stores.add_signal("signals.csv", line, row)
+    if (root / "products.csv").exists():
+        for line, row in _csv_rows(root / "products.csv", PRODUCT_COLUMNS, problems):
+            stores.add_product("products.csv", line, row)
+    return stores.bundle()
+
+
+# -------------------------------------------------------------------------------------- JSONL form
+
+
+def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
+    text = _decode(path, problems)
+    stores = _Collector(root, problems)
+    if text is None:
+        return stores.bundle()
+    name = path.name
+    deferred: list[tuple[int, dict[str, Any]]] = []
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        if not raw_line.strip():
+            continue
+        if _has_bad_bytes(raw_line):
+            problems.row(name, number, "bad encoding: the line is not valid UTF-8; re-export the file as UTF-8", "")
+            continue
+        try:
+            record = json.loads(raw_line)
+        except json.JSONDecodeError as exc:
+            problems.row(name, number, f"malformed JSON: {exc.msg} at column {exc.colno}", raw_line[:200])
+            continue
+        if not isinstance(record, dict):
+            problems.row(name, number, "malformed row: each line must be a JSON object (one store)", raw_line[:200])
+            continue
+        if stores.add_store(name, number, _as_cells(record)):
+            deferred.append((number, record))
+    # Signals and products after every store, so a store's children never depend on line order.
+    for number, record in deferred:
+        store_id = str(record.get("store_id", "")).strip()
+        for field, add in (("signals", stores.add_signal), ("products", stores.add_product)):
+            items = record.get(field) or []
+            if not isinstance(items, list):
+                problems.row(name, number, f"malformed row: '{field}' must be a list", "")
+                continue
+            for position, item in enumerate(items, start=1):
+                if not isinstance(item, dict):
+                    problems.row(name, number, f"malformed row: {field}[{position}] must be an object", "")
+                    continue
+                cells = _as_cells(item)
+                cells.setdefault("store_id", store_id)
+                if cells["store_id"] != store_id:
+                    problems.row(name, number, f"{field}[{position}] names store_id {cells['store_id']!r} "
+                                               f"inside store {store_id!r}; nest items under their own store", "")
+                    continue
+                add(name, number, cells, where=f"{field}[{position}]: ")
+    return stores.bundle()
+
+
+def _as_cells(record: dict[str, Any]) -> dict[str, str]:
+    """JSON values as the CSV form would carry them, so both forms share one validation."""
+    cells: dict[str, str] = {}
+    for key, value in record.items():
+        if key in ("signals", "products"):
+            continue
+        if value is None:
+            cells[key] = ""
+        elif key == "images" and isinstance(value, list):
+            cells[key] = "|".join(str(v) for v in value)
+        else:
+            cells[key] = str(value)
+    return cells
+
+
+# ------------------------------------------------------------------------------- shared validation
+
+
+class _Collector:
+    """Validates rows of either form and builds the Bundle."""
+
+    def __init__(self, root: Path, problems: _Problems):
+        self.root = root
+        self.problems = problems
+        self.stores: dict[str, Store] = {}
+        self.signals: list[Signal] = []
+        self.products: list[Product] = []
+        self.product_keys: dict[tuple[str, str], int] = {}
+        self.store_lines: dict[str, int] = {}
+
+    def add_store(self, file: str, line: int, row: dict[str, str]) -> bool:
+        store_id = row.get("store_id", "").strip()
+        content = ",".join(row.values())
+        if not store_id:
+            self.problems.row(file, line, "empty store_id; every store needs an id", content)
+            return False
+        if store_id in self.stores:
+            self.problems.row(file, line, f"duplicate store_id {store_id!r} (first at line "
+                                          f"{self.store_lines[store_id]}); store ids must be unique", content)
+            return False
+        created = row.get("created_at", "").strip()
+        if created:
+            try:
+                parse_timestamp(created)
+            except ValueError:
+                self.problems.row(file, line, f"created_at {created!r} is not an ISO 8601 date or timestamp", content)
+                return False
+        self.stores[store_id] = Store(
+            store_id=store_id,
+            name=row.get("name", "").strip(),
+            platform=row.get("platform", "").strip(),
+            country=row.get("country", "").strip().upper(),
+            created_at=created,
+        )
+        self.store_lines[store_id] = line
+        return True
+
+    def _known_store(self, file: str, line: int, row: dict[str, str], where: str) -> str | None:
+        store_id = row.get("store_id", "").strip()
+        content = ",".join(row.values())
+        if not store_id:
+            self.problems.row(file, line, f"{where}empty store_id", content)
+            return None
+        if store_id not in self.stores:
+            self.problems.row(file, line, f"{where}unknown store_id {store_id!r}; every store_id must appear "
+                                          "in stores.csv", content)
+            return None
+        return store_id
+
+    def add_signal(self, file: str, line: int, row: dict[str, str], where: str = "") -> None:
+        store_id = self._known_store(file, line, row, where)
+        if store_id is None:
+            return
+        content = ",".join(row.values())
+        kind = row.get("kind", "").strip().lower()
+        value = row.get("value", "").strip()
+        if not kind:
+            self.problems.row(file, line, f"{where}empty kind; say what the value is (ip, mac, phone, ...)", content)
+            return
+        if not value:
+            self.problems.row(file, line, f"{where}empty value for kind {kind!r}; leave unknown signals out", content)
+            return
+        seen_text = row.get("seen_at", "").strip()
+        seen_at = None
+        if seen_text:
+            try:
+                seen_at = parse_timestamp(seen_text)
+            except ValueError:
+                self.problems.row(file, line, f"{where}seen_at {seen_text!r} is not an ISO 8601 timestamp "
+                                              "(e.g. 2024-05-01T10:00:00Z)", content)
+                return
+        self.signals.append(Signal(store_id=store_id, kind=kind, value=value, seen_at=seen_at))
+
+    def add_product(self, file: str, line: int, row: dict[str, str], where: str = "") -> None:
+        store_id = self._known_store(file, line, row, where)
+        if store_id is None:
+            return
+        content = ",".join(row.values())
+        product_id = row.get("product_id", "").strip()
+        if not product_id:
+            self.problems.row(file, line, f"{where}empty product_id; every listing needs an id", content)
+            return
+        key = (store_id, product_id)
+        if key in self.product_keys:
+            self.problems.row(file, line, f"{where}duplicate product_id {product_id!r} in store {store_id!r} "
+                                          f"(first at line {self.product_keys[key]})", content)
+            return
+        price_text = row.get("price", "").strip()
+        price = None
+        if price_text:
+            try:
+                price = float(price_text)
+            except ValueError:
+                self.problems.row(file, line, f"{where}price {price_text!r} is not a decimal number", content)
+                return
+        images = tuple(p.strip() for p in row.get("images", "").split("|") if p.strip())
+        self.product_keys[key] = line
+        self.products.append(Product(
+            store_id=store_id,
+            product_id=product_id,
+            title=row.get("title", "").strip(),
+            description=row.get("description", "").strip(),
+            price=price,
+            currency=row.get("currency", "").strip().upper(),
+            images=images,
+        ))
+
+    def bundle(self) -> Bundle:
+        return Bundle(root=self.root, stores=self.stores, signals=self.signals, products=self.products)

@@ -1,0 +1,89 @@
+"""Linked pairs -> clusters of stores run by one operator, without chaining unrelated groups.
+
+Method (DESIGN_NOTES §7):
+1. The graph holds confident edges only: pairs whose operator evidence reaches the link
+   threshold. Hub values never made pairs in the first place (index.py), and catalog-rule links
+   join stores pairwise but do not merge operator clusters: "possibly related" stays apart from
+   "same operator".
+2. A bridge edge (one whose removal splits its component) that is not strong, with two or more
+   stores on each side, is cut: one middling link is the classic way two unrelated groups get
+   chained. Strong bridges stay: an evasive operator's chain of single slips is made of them.
+3. Each connected component of two or more stores is a cluster. Its id is derived from its
+   members (the smallest store id), so it is stable across runs and input orders. Its risk is
+   the weakest link of its maximum spanning tree: how sure we are that every member belongs.
+4. Articulation points (stores whose removal splits their cluster) are reported as bridges for
+   the reviewer.
+Pairs inside a cluster without a direct link get the probability of their most probable path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .index import StorePair
+
+STRONG_BRIDGE = 0.9  # a bridge at or above this score is trusted (one strong identifier)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    cluster_id: str
+    members: tuple[str, ...]  # sorted
+    risk: float
+    bridges: tuple[str, ...]  # articulation points
+    cut_edges: tuple[StorePair, ...]  # weak bridges removed to keep groups apart
+
+
+def cluster_stores(edges: dict[StorePair, float]) -> tuple[list[Cluster], dict[StorePair, float]]:
+    """Clusters from linked edges (pair -> score), and the path probability of every pair inside them.
+
+    The second result maps every within-cluster pair (direct or not) to a probability: the
+    direct score for an edge, the best path product for a pair linked only through others.
+    """
+    graph = nx.Graph()
+    for (a, b), score in sorted(edges.items()):
+        graph.add_edge(a, b, score=score)
+    cut_all: list[StorePair] = []
+    for u, v in sorted(tuple(sorted(e)) for e in nx.bridges(graph)):
+        if graph[u][v]["score"] >= STRONG_BRIDGE:
+            continue
+        graph.remove_edge(u, v)
+        side_u = nx.node_connected_component(graph, u)
+        side_v = nx.node_connected_component(graph, v)
+        if len(side_u) >= 2 and len(side_v) >= 2:
+            cut_all.append((u, v))
+        else:
+            graph.add_edge(u, v, score=edges[(u, v)])
+    clusters = []
+    within: dict[StorePair, float] = {}
+    for component in nx.connected_components(graph):
+        if len(component) < 2:
+            continue
+        members = tuple(sorted(component))
+        sub = graph.subgraph(members)
+        tree = nx.maximum_spanning_tree(sub, weight="score")
+        risk = min(d["score"] for _, _, d in tree.edges(data=True))
+        bridges = tuple(sorted(nx.articulation_points(sub)))
+        cuts = tuple(p for p in cut_all if p[0] in component or p[1] in component)
+        clusters.append(Cluster(cluster_id=f"C-{members[0]}", members=members, risk=risk, bridges=bridges,
+                                cut_edges=cuts))
+        within.update(_path_probabilities(sub))
+    clusters.sort(key=lambda c: (-c.risk, -len(c.members), c.cluster_id))
+    return clusters, within
+
+
+def _path_probabilities(sub: nx.Graph) -> dict[StorePair, float]:
+    """Most probable path between every two members: edge costs -log(score), shortest paths."""
+    cost = {(u, v): -math.log(max(d["score"], 1e-12)) for u, v, d in sub.edges(data=True)}
+    weighted = nx.Graph()
+    for (u, v), c in cost.items():
+        weighted.add_edge(u, v, cost=c)
+    out: dict[StorePair, float] = {}
+    for source, lengths in nx.all_pairs_dijkstra_path_length(weighted, weight="cost"):
+        for target, length in lengths.items():
+            if source < target:
+                out[(source, target)] = math.exp(-length)
+    return out

@@ -1,0 +1,29 @@
+"""The exceptions assoc raises. Every message names the cause and, where there is one, the fix."""
+
+from __future__ import annotations
+
+
+class AssocError(Exception):
+    """Base class: anything assoc reports to a user as a clean error rather than a crash."""
+
+
+class BundleError(AssocError):
+    """A bundle is unreadable or invalid; `problems` holds every problem found, each with file and line."""
+
+    def __init__(self, problems: list[str], *, total: int | None = None):
+        self.problems = problems
+        self.total = len(problems) if total is None else total
+        shown = "\n".join(f"  - {p}" for p in problems[:20])
+        more = f"\n  ... and {self.total - 20} more" if self.total > 20 else ""
+        super().__init__(
+            f"the bundle has {self.total} problem(s):\n{shown}{more}\n"
+            "Fix them, or pass --skip-invalid to skip the bad rows (they are written to OUTDIR/rejected.csv)."
+        )
+
+
+class SettingsError(AssocError):
+    """Settings are invalid; the message lists every problem at once."""
+
+
+class OutputError(AssocError):
+    """An output folder or file cannot be written."""

@@ -1,0 +1,171 @@
+"""Compare a candidate store pair: the keys it shares become typed evidence, one piece per matching value.
+
+A piece says what the two stores share (kind, level, canonical value), how many stores share
+that value (its rarity) and how close in time the two stores were seen with it. Weights are not
+decided here: a scoring model (models/) turns each piece into a log-likelihood contribution, so
+the same evidence can be scored by the transparent rule table or by a learned model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from .catalog import PairOverlap
+from .index import IndexKey, SignalIndex, StorePair
+from .normalise import address_similarity
+
+# Which family each signal kind belongs to, for grouping explanations (DESIGN_NOTES §1).
+FAMILIES = {
+    "mac": "hardware",
+    "device_id": "hardware",
+    "browser_fp": "hardware",
+    "ip": "network",
+    "phone": "identity",
+    "email": "identity",
+    "person_name": "identity",
+    "tax_id": "identity",
+    "payment_account": "payout",
+    "address": "address",
+    "catalog": "catalog",
+}
+
+# Two addresses in one unit key are the same place only above this similarity (see normalise.address_similarity).
+ADDRESS_MATCH = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One reason two stores look linked. `weight` is filled in by the scoring model (log2 Bayes factor)."""
+
+    kind: str  # signal kind ('ip', 'payment_account', ...) or 'catalog'
+    level: str  # exact | close | prefix | building | weak | own | supplier
+    value: str  # canonical value (reports mask it)
+    stores: int  # how many stores share the value (1 for catalog evidence)
+    gap_hours: float | None = None  # closest pair of observations, one from each store
+    first_seen_a: str = ""
+    first_seen_b: str = ""
+    note: str = ""  # why a value is weak ('cgnat', 'third_party', ...), or catalog detail
+    weight: float = 0.0
+
+    @property
+    def family(self) -> str:
+        return FAMILIES.get(self.kind, "other")
+
+    @property
+    def code(self) -> str:
+        """Short reason code for pairs.csv, e.g. shared:payment_account, near:address, shared:ip/24."""
+        if self.kind == "catalog":
+            return f"catalog:{self.level}"
+        if self.level == "close":
+            return f"near:{self.kind}"
+        if self.level in ("prefix", "building"):
+            suffix = {"prefix": self.value_suffix(), "building": "building"}[self.level]
+            return f"shared:{self.kind}/{suffix}"
+        if self.level == "weak":
+            return f"weak:{self.kind}"
+        return f"shared:{self.kind}"
+
+    def value_suffix(self) -> str:
+        return "24" if ":" not in self.value else "64"
+
+    def weighted(self, weight: float) -> Evidence:
+        return replace(self, weight=weight)
+
+
+def closest_gap_hours(times_a: list[float], times_b: list[float]) -> float | None:
+    """Smallest |t_a - t_b| in hours over two sorted lists of POSIX times (None if either is empty)."""
+    if not times_a or not times_b:
+        return None
+    i = j = 0
+    best = float("inf")
+    while i < len(times_a) and j < len(times_b):
+        diff = times_a[i] - times_b[j]
+        best = min(best, abs(diff))
+        if diff < 0:
+            i += 1
+        else:
+            j += 1
+    return best / 3600.0
+
+
+def _iso(times: list[float]) -> str:
+    return datetime.fromtimestamp(times[0], UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if times else ""
+
+
+def compare_pair(pair: StorePair, keys: list[IndexKey], index: SignalIndex) -> list[Evidence]:
+    """Evidence from the index keys a pair shares. Coarser keys count only where no finer key of
+    the same thing matched: an exact IP already implies its /24, a matched unit its building."""
+    store_a, store_b = pair
+    evidence: list[Evidence] = []
+    exact_kinds: set[str] = set()
+    derived: list[IndexKey] = []
+    for key in keys:
+        kind, value = key
+        if "/" in kind:
+            derived.append(key)
+            continue
+        evidence.append(_piece(key, "weak" if key in index.weak_notes else "exact", pair, index))
+        exact_kinds.add(kind)
+    matched_prefixes = {_ip_prefix(e.value) for e in evidence if e.kind == "ip"}
+    address_matched = "address" in exact_kinds
+    for key in sorted(derived, key=lambda k: k[0] != "address/unit"):  # units before buildings
+        kind, value = key
+        base, _, level = kind.partition("/")
+        if base == "ip":
+            if value not in matched_prefixes:
+                evidence.append(_piece(key, "prefix", pair, index, kind="ip"))
+        elif kind == "address/unit":
+            if address_matched:
+                continue
+            values_a = index.postings[key][store_a].values
+            values_b = index.postings[key][store_b].values
+            similarity = max(address_similarity(x, y) for x in values_a for y in values_b)
+            if similarity >= ADDRESS_MATCH:
+                address_matched = True
+                weak = key in index.weak_notes
+                evidence.append(_piece(key, "weak" if weak else "close", pair, index, kind="address"))
+        elif kind == "address/building":
+            if not address_matched:
+                evidence.append(_piece(key, "building", pair, index, kind="address"))
+                address_matched = True  # one building is one piece, however it was keyed
+        else:
+            evidence.append(_piece(key, level or "prefix", pair, index, kind=base))
+    return evidence
+
+
+def _ip_prefix(value: str) -> str:
+    if ":" in value:
+        return ":".join(value.split(":")[:4])
+    return value.rsplit(".", 1)[0]
+
+
+def _piece(key: IndexKey, level: str, pair: StorePair, index: SignalIndex, *, kind: str | None = None) -> Evidence:
+    holders = index.postings[key]
+    posting_a, posting_b = holders[pair[0]], holders[pair[1]]
+    return Evidence(
+        kind=kind or key[0],
+        level=level,
+        value=key[1],
+        stores=len(holders),
+        gap_hours=closest_gap_hours(posting_a.times, posting_b.times),
+        first_seen_a=_iso(posting_a.times),
+        first_seen_b=_iso(posting_b.times),
+        note=index.weak_notes.get(key, ""),
+    )
+
+
+def catalog_evidence(overlap: PairOverlap) -> list[Evidence]:
+    """Catalog overlap as evidence of a shared operator: own products strongly, supplier stock weakly."""
+    if overlap.shared_groups == 0:
+        return []
+    smaller = round(overlap.shared_groups / overlap.overlap) if overlap.overlap else 0
+    own = overlap.shared_groups - overlap.common_groups
+    pieces = []
+    if own and smaller:
+        pieces.append(Evidence(kind="catalog", level="own", value=f"{own / smaller:.2f}", stores=1,
+                               note=f"{own} of {smaller} products"))
+    if overlap.common_groups and smaller:
+        pieces.append(Evidence(kind="catalog", level="supplier", value=f"{overlap.common_groups / smaller:.2f}",
+                               stores=1, note=f"{overlap.common_groups} of {smaller} products are common stock"))
+    return pieces

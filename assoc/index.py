@@ -1,0 +1,103 @@
+"""Normalised signals, indexed by value: rarity (how many stores share a value), hubs, and candidate pairs.
+
+Every normalised signal yields one or more index keys: the value itself, plus the coarser
+blocking keys its normaliser derives (an IPv4 /24, an address's unit and building). A key held
+by two or more stores makes those stores a candidate pair; nothing else does, so the scan never
+looks at all pairs. A key held by more stores than the hub cap is infrastructure (an ERP egress
+IP, a carrier NAT, a forwarder's warehouse) and produces no pairs at all; it is reported as a hub.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from .normalise import Normalised, normalise
+from .records import Bundle, Progress, no_progress
+
+IndexKey = tuple[str, str]  # (key kind, canonical value), e.g. ('ip', '203.0.113.7') or ('ip/24', '203.0.113')
+StorePair = tuple[str, str]  # (store_a, store_b) with store_a < store_b
+
+
+@dataclass(slots=True)
+class Posting:
+    """What one store contributed to one index key: when it was seen, and the raw values behind it."""
+
+    times: list[float] = field(default_factory=list)  # POSIX seconds, sorted after build
+    raw: list[str] = field(default_factory=list)  # distinct raw values as exported, for explanations
+    values: list[Normalised] = field(default_factory=list)  # distinct normalised values (for fuzzy checks)
+
+
+@dataclass(frozen=True, slots=True)
+class Hub:
+    """A key shared by too many stores to say anything about who operates them."""
+
+    kind: str
+    value: str
+    stores: int
+    note: str
+
+
+@dataclass(slots=True)
+class SignalIndex:
+    postings: dict[IndexKey, dict[str, Posting]]
+    weak_notes: dict[IndexKey, str]  # keys whose normaliser marked them weak, with why
+    dropped: int  # signals that carried no information (placeholders, unparseable)
+    signal_count: int
+
+    def stores_sharing(self, key: IndexKey) -> int:
+        return len(self.postings.get(key, ()))
+
+    def hubs(self, cap: int) -> list[Hub]:
+        """Keys held by more than `cap` stores, most widely shared first."""
+        found = [
+            Hub(kind, value, len(holders), self.weak_notes.get((kind, value), ""))
+            for (kind, value), holders in self.postings.items()
+            if len(holders) > cap
+        ]
+        return sorted(found, key=lambda h: (-h.stores, h.kind, h.value))
+
+    def candidate_pairs(self, cap: int) -> dict[StorePair, list[IndexKey]]:
+        """Every store pair that shares at least one key held by 2..cap stores, with the keys it shares."""
+        shared: dict[StorePair, list[IndexKey]] = defaultdict(list)
+        for key in sorted(self.postings):
+            holders = self.postings[key]
+            if 2 <= len(holders) <= cap:
+                for pair in combinations(sorted(holders), 2):
+                    shared[pair].append(key)
+        return shared
+
+
+def build_index(bundle: Bundle, *, progress: Progress = no_progress) -> SignalIndex:
+    """Normalise every signal of the bundle and index it by value and by blocking key."""
+    postings: dict[IndexKey, dict[str, Posting]] = defaultdict(dict)
+    weak_notes: dict[IndexKey, str] = {}
+    dropped = 0
+    total = len(bundle.signals)
+    countries = {s.store_id: s.country or None for s in bundle.stores.values()}
+    for done, signal in enumerate(bundle.signals, start=1):
+        if done % 50_000 == 0:
+            progress("normalise signals", done, total)
+        normalised = normalise(signal.kind, signal.value, country=countries.get(signal.store_id))
+        if normalised is None:
+            dropped += 1
+            continue
+        seen = signal.seen_at.timestamp() if signal.seen_at is not None else None
+        for key in ((normalised.kind, normalised.value), *normalised.keys):
+            posting = postings[key].get(signal.store_id)
+            if posting is None:
+                posting = postings[key][signal.store_id] = Posting()
+            if seen is not None:
+                posting.times.append(seen)
+            if signal.value not in posting.raw:
+                posting.raw.append(signal.value)
+            if normalised not in posting.values:
+                posting.values.append(normalised)
+            if normalised.weak:
+                weak_notes[key] = normalised.note
+    for holders in postings.values():
+        for posting in holders.values():
+            posting.times.sort()
+    progress("normalise signals", total, total)
+    return SignalIndex(postings=dict(postings), weak_notes=weak_notes, dropped=dropped, signal_count=total)

@@ -1,0 +1,136 @@
+"""The scan pipeline: bundle -> index -> candidate pairs -> evidence -> scores -> clusters.
+
+This is the one place (besides the CLI) that sees every stage; each stage is its own module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from models import rules
+
+from .catalog import CatalogResult, compare_catalogs
+from .cluster import Cluster, cluster_stores
+from .evidence import Evidence, catalog_evidence, compare_pair
+from .index import Hub, StorePair, build_index
+from .records import Bundle, Progress, RejectedRow, no_progress
+from .settings import Settings
+
+# How sharply the catalog rule's confidence rises around the threshold: measured overlap is
+# an estimate, so a pair just at the threshold is a coin flip and 0.07 above it is 0.9.
+CATALOG_RULE_SCALE = 0.03
+
+
+@dataclass(frozen=True, slots=True)
+class PairResult:
+    store_a: str
+    store_b: str
+    score: float  # association probability: same operator, or catalogs over the threshold
+    operator_score: float  # probability of a shared operator from the evidence alone
+    linked: bool
+    catalog_overlap: float | None
+    evidence: tuple[Evidence, ...]
+    reasons: tuple[str, ...]
+    cluster_id: str = ""
+
+
+@dataclass
+class ScanResult:
+    store_count: int
+    pairs: list[PairResult]
+    clusters: list[Cluster]
+    hubs: list[Hub]
+    rejected: list[RejectedRow]
+    catalog: CatalogResult | None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def linked_pairs(self) -> int:
+        return sum(1 for p in self.pairs if p.linked)
+
+
+def catalog_rule_confidence(overlap: float, threshold: float) -> float:
+    return 1.0 / (1.0 + math.exp(-(overlap - threshold) / CATALOG_RULE_SCALE))
+
+
+def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress) -> ScanResult:
+    settings.validate()
+    index = build_index(bundle, progress=progress)
+    candidates = index.candidate_pairs(settings.hub_cap)
+    catalog = None
+    if bundle.products:
+        catalog = compare_catalogs(bundle.products, bundle.root, settings, progress=progress)
+    overlaps = catalog.overlaps if catalog else {}
+
+    scored: dict[StorePair, tuple[float, list[Evidence]]] = {}
+    pairs = sorted(set(candidates) | set(overlaps))
+    for done, pair in enumerate(pairs, start=1):
+        if done % 20_000 == 0:
+            progress("score pairs", done, len(pairs))
+        evidence = compare_pair(pair, candidates.get(pair, []), index)
+        if pair in overlaps:
+            evidence += catalog_evidence(overlaps[pair])
+        weighted = rules.weigh(evidence)
+        scored[pair] = (rules.probability(weighted), weighted)
+    progress("score pairs", len(pairs), len(pairs))
+
+    edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
+    clusters, within = cluster_stores(edges)
+    cluster_of = {store: c.cluster_id for c in clusters for store in c.members}
+
+    results = []
+    for pair in sorted(set(scored) | set(within)):
+        operator_score, evidence = scored.get(pair, (0.0, []))
+        overlap = overlaps[pair].overlap if pair in overlaps else None
+        result = _pair_result(pair, operator_score, evidence, overlap, within.get(pair), cluster_of, settings)
+        if result is not None:
+            results.append(result)
+    stats = {"signals": index.signal_count, "signals_without_information": index.dropped,
+             "candidate_pairs": len(candidates), **(catalog.stats if catalog else {})}
+    return ScanResult(
+        store_count=len(bundle.stores),
+        pairs=results,
+        clusters=clusters,
+        hubs=index.hubs(settings.hub_cap),
+        rejected=list(bundle.rejected) + (catalog.rejected if catalog else []),
+        catalog=catalog,
+        stats=stats,
+    )
+
+
+def _pair_result(pair: StorePair, operator_score: float, evidence: list[Evidence], overlap: float | None,
+                 path_score: float | None, cluster_of: dict[str, str], settings: Settings) -> PairResult | None:
+    store_a, store_b = pair
+    cluster_id = cluster_of.get(store_a, "")
+    same_cluster = bool(cluster_id) and cluster_id == cluster_of.get(store_b)
+    rule = overlap is not None and overlap >= settings.catalog_threshold
+    direct = operator_score >= settings.link_threshold
+    score = operator_score
+    if rule:
+        score = max(score, catalog_rule_confidence(overlap, settings.catalog_threshold))
+    if same_cluster and path_score is not None:
+        score = max(score, path_score)
+    linked = direct or rule or same_cluster
+    reportable = linked or score >= settings.report_floor or (
+        overlap is not None and overlap >= settings.catalog_report_floor)
+    if not reportable:
+        return None
+    reasons = _reasons(evidence)
+    if rule:
+        reasons.append(f"catalog_overlap>={settings.catalog_threshold:.2f}")
+    if same_cluster and not direct:
+        reasons.append("via:cluster")
+    return PairResult(store_a=store_a, store_b=store_b, score=score, operator_score=operator_score,
+                      linked=linked, catalog_overlap=overlap, evidence=tuple(evidence), reasons=tuple(reasons),
+                      cluster_id=cluster_id if same_cluster else "")
+
+
+def _reasons(evidence: Iterable[Evidence]) -> list[str]:
+    """Distinct reason codes of the pieces that carry weight, strongest first."""
+    out: list[str] = []
+    for piece in evidence:
+        if piece.weight > 0 and piece.code not in out:
+            out.append(piece.code)
+    return out

@@ -1,0 +1,113 @@
+"""The transparent rule scorer: a table of log2 Bayes factors, adjusted for rarity and time.
+
+score = P(same operator) = 1 / (1 + 2 ** -(PRIOR + sum of weights))
+
+Each weight reads as "this piece makes a shared operator 2**weight times more likely". The base
+weights are m/u ratios in spirit (splink): how often stores of one operator share such a value,
+over how often two unrelated stores do.
+
+Why these numbers (measured on bench/market.py bundles, see BENCHMARKS.md):
+- PRIOR = -10: among candidate pairs (pairs that share any key at all) most are unrelated;
+  a pair needs about 10 bits of evidence to reach 0.5.
+- A payout account, tax id, email, phone, device id or (globally unique) MAC is rarely shared
+  by unrelated sellers: 13-16 bits, so one such match links on its own, as platforms do.
+- A full postal unit (street, number, building, room) is strong (11 bits) unless written as a
+  care-of / returns address (a forwarder's warehouse serves many sellers: 2 bits).
+- A browser fingerprint collides across identical browser builds: 8 bits, below the bar alone.
+- One IP, a person name, a shared /24 or a shared building never link on their own (5, 5, 1.5,
+  2 bits): they need corroboration from another family.
+Rarity: a value shared by k stores loses log2(k - 1) bits (Splink's term-frequency adjustment
+in its simplest form): two stores sharing it are full weight, ten are about 3 bits less. Above
+the hub cap a value is not evidence at all (it never becomes a candidate key).
+Time: for session-bound kinds (ip, device, MAC, browser), two stores seen with the same value
+within 3 hours gain 3 bits, within a day 2, within a week 0.5; more than a year apart lose 1.
+Several values of one kind are not independent (two IPs of one home): the strongest counts in
+full, the next half, the next a quarter, and so on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from assoc.evidence import Evidence
+
+PRIOR = -10.0
+
+EXACT_WEIGHTS = {
+    "payment_account": 16.0,
+    "tax_id": 16.0,
+    "email": 15.0,
+    "phone": 14.0,
+    "device_id": 14.0,
+    "mac": 13.0,
+    "address": 11.0,
+    "browser_fp": 8.0,
+    "ip": 5.0,
+    "person_name": 5.0,
+}
+UNKNOWN_KIND_WEIGHT = 6.0  # kinds the format does not define are compared exactly, trusted moderately
+
+LEVEL_WEIGHTS = {
+    "prefix": 1.5,  # same IPv4 /24 or IPv6 /64
+    "building": 2.0,  # same building, other or unknown unit
+}
+WEAK_WEIGHTS = {  # values their normaliser marked weak, by kind
+    "mac": 4.0,  # locally administered / randomised MACs repeat across machines
+    "address": 2.0,  # care-of / returns / warehouse addresses
+}
+WEAK_DEFAULT = 0.5  # private, reserved and carrier-NAT IPs and the like
+
+SESSION_KINDS = frozenset({"ip", "device_id", "mac", "browser_fp"})
+TIME_BONUS = ((3.0, 3.0), (24.0, 2.0), (24.0 * 7, 0.5))  # (within hours, bits)
+STALE_HOURS, STALE_PENALTY = 24.0 * 365, -1.0
+
+CATALOG_OWN_SLOPE, CATALOG_OWN_CAP = 30.0, 12.0  # own products: 0.30 of the smaller catalog = 9 bits
+CATALOG_SUPPLIER_SLOPE, CATALOG_SUPPLIER_CAP = 3.0, 2.0  # common stock says little about the operator
+
+DIMINISHING = 0.5
+
+
+def base_weight(piece: Evidence) -> float:
+    if piece.kind == "catalog":
+        share = float(piece.value)
+        if piece.level == "own":
+            return min(CATALOG_OWN_CAP, CATALOG_OWN_SLOPE * share)
+        return min(CATALOG_SUPPLIER_CAP, CATALOG_SUPPLIER_SLOPE * share)
+    if piece.level == "weak":
+        return WEAK_WEIGHTS.get(piece.kind, WEAK_DEFAULT)
+    if piece.level in LEVEL_WEIGHTS:
+        return LEVEL_WEIGHTS[piece.level]
+    return EXACT_WEIGHTS.get(piece.kind, UNKNOWN_KIND_WEIGHT)
+
+
+def time_adjustment(piece: Evidence) -> float:
+    if piece.kind not in SESSION_KINDS or piece.gap_hours is None or piece.level == "weak":
+        return 0.0
+    for within, bonus in TIME_BONUS:
+        if piece.gap_hours <= within:
+            return bonus
+    return STALE_PENALTY if piece.gap_hours > STALE_HOURS else 0.0
+
+
+def rarity_adjustment(piece: Evidence) -> float:
+    return -math.log2(piece.stores - 1) if piece.stores > 2 else 0.0
+
+
+def weigh(evidence: list[Evidence]) -> list[Evidence]:
+    """Each piece with its weight; within a kind, the strongest first at full weight."""
+    by_kind: dict[tuple[str, bool], list[tuple[float, Evidence]]] = defaultdict(list)
+    for piece in evidence:
+        raw = max(0.0, base_weight(piece) + rarity_adjustment(piece) + time_adjustment(piece))
+        by_kind[(piece.kind, piece.level == "supplier")].append((raw, piece))
+    weighted = []
+    for pieces in by_kind.values():
+        pieces.sort(key=lambda item: (-item[0], item[1].value))
+        weighted.extend(piece.weighted(raw * DIMINISHING**rank) for rank, (raw, piece) in enumerate(pieces))
+    return sorted(weighted, key=lambda p: (-p.weight, p.kind, p.value))
+
+
+def probability(evidence: list[Evidence]) -> float:
+    """Association probability from weighted evidence."""
+    logit = PRIOR + sum(p.weight for p in evidence)
+    return 1.0 / (1.0 + 2.0 ** (-logit))
