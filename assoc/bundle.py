@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,17 @@ from .records import Bundle, Product, RejectedRow, Signal, Store
 STORE_COLUMNS = ("store_id",)
 SIGNAL_COLUMNS = ("store_id", "kind", "value")
 PRODUCT_COLUMNS = ("store_id", "product_id")
+# Every column the reader uses, per file: a duplicate of one of these in a header is fatal,
+# because the reader could only keep one of the two cells and would drop the other silently.
+KNOWN_COLUMNS = {
+    "stores.csv": ("store_id", "name", "platform", "country", "created_at"),
+    "signals.csv": ("store_id", "kind", "value", "seen_at"),
+    "products.csv": ("store_id", "product_id", "title", "description", "price", "currency", "images"),
+}
+# A plain decimal number, as `price` is documented; float() alone would also take nan, inf and 1_000.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# How much of a row that could not be parsed is kept in RejectedRow.content.
+_CONTENT_LIMIT = 1000
 
 
 class _Problems:
@@ -32,21 +45,31 @@ class _Problems:
         self.rows: list[RejectedRow] = []
 
     def file(self, message: str) -> None:
-        self.fatal.append(message)
+        self.fatal.append(_printable(message))
 
     def row(self, file: str, line: int, reason: str, content: str) -> None:
-        self.rows.append(RejectedRow(file=file, line=line, reason=reason, content=content))
+        # Undecodable bytes survive decoding as lone surrogates; they would crash whoever prints the
+        # message or writes rejected.csv as UTF-8, so they are shown as U+FFFD from here on.
+        self.rows.append(RejectedRow(file=file, line=line, reason=_printable(reason),
+                                     content=_printable(content)))
 
     def messages(self) -> list[str]:
         return self.fatal + [f"{r.file} line {r.line}: {r.reason}" for r in self.rows]
 
 
 def parse_timestamp(text: str) -> datetime:
-    """ISO 8601 date or timestamp -> aware UTC datetime (naive values are taken as UTC)."""
+    """ISO 8601 date or timestamp -> aware UTC datetime (naive values are taken as UTC).
+
+    Raises ValueError for anything else, including a time that leaves the datetime range once
+    converted to UTC (0001-01-01T00:00:00+01:00).
+    """
     value = datetime.fromisoformat(text.strip())
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{text!r} is out of range in UTC") from exc
 
 
 def read_bundle(path: Path | str, *, skip_invalid: bool = False) -> Bundle:
@@ -63,10 +86,22 @@ def read_bundle(path: Path | str, *, skip_invalid: bool = False) -> Bundle:
         jsonl = root / "stores.jsonl"
         if (root / "stores.csv").exists():
             if jsonl.exists():
-                raise BundleError([f"{root}: has both stores.csv and stores.jsonl; keep one form of the bundle"])
+                raise BundleError([f"{root}: has both stores.csv and stores.jsonl; "
+                                   "keep one form of the bundle"])
             jsonl = None
         elif not jsonl.exists():
-            raise BundleError([f"{root}: no stores.csv or stores.jsonl; a bundle directory needs one of them"])
+            raise BundleError([f"{root}: no stores.csv or stores.jsonl; "
+                               "a bundle directory needs one of them"])
+        else:
+            # The JSONL form nests signals and products; CSV files beside it would be ignored silently.
+            extra = [name for name in ("signals.csv", "products.csv") if (root / name).exists()]
+            if extra:
+                raise BundleError([f"{root}: has stores.jsonl and {' and '.join(extra)}; in the JSONL form "
+                                   "signals and products are nested in stores.jsonl, so move them there "
+                                   "or use the CSV form (stores.csv) throughout"])
+    elif root.exists():
+        raise BundleError([f"{root}: is neither a bundle directory nor a .jsonl file; give the directory "
+                           "that holds stores.csv, or a stores.jsonl file"])
     else:
         raise BundleError([f"{root}: not found; give a bundle directory or a stores.jsonl file"])
 
@@ -74,7 +109,7 @@ def read_bundle(path: Path | str, *, skip_invalid: bool = False) -> Bundle:
     bundle = _read_jsonl(jsonl, root, problems) if jsonl else _read_csv_dir(root, problems)
     if problems.fatal or (problems.rows and not skip_invalid):
         messages = problems.messages()
-        raise BundleError(messages)
+        raise BundleError(messages, skippable=not problems.fatal)
     bundle.rejected = problems.rows
     return bundle
 
@@ -92,13 +127,21 @@ def _decode(path: Path, problems: _Problems) -> str | None:
     return raw.decode("utf-8-sig", errors="surrogateescape")
 
 
-def _csv_rows(path: Path, required: tuple[str, ...], problems: _Problems) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(path: Path, required: tuple[str, ...],
+              problems: _Problems) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) for each data row; malformed rows are reported, not yielded."""
     text = _decode(path, problems)
     if text is None:
         return
     name = path.name
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    consumed: list[str] = []  # the physical lines of the record being read, for rejected content
+
+    def lines() -> Iterator[str]:
+        for physical in io.StringIO(text, newline=""):
+            consumed.append(physical)
+            yield physical
+
+    reader = csv.reader(lines(), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -107,22 +150,36 @@ def _csv_rows(path: Path, required: tuple[str, ...], problems: _Problems) -> Ite
     except csv.Error as exc:
         problems.file(f"{name} line 1: unreadable header: {exc}")
         return
+    if any(_has_bad_bytes(h) for h in header):
+        problems.file(f"{name} line 1: bad encoding: the header is not valid UTF-8; "
+                      "re-export the file as UTF-8")
+        return
     header = [h.strip() for h in header]
     missing = [c for c in required if c not in header]
     if missing:
-        problems.file(
-            f"{name} line 1: missing required column(s) {', '.join(missing)}; the header is {','.join(header)}"
-        )
+        problems.file(f"{name} line 1: missing required column(s) {', '.join(missing)}; "
+                      f"the header is {','.join(header)}")
+        return
+    twice = sorted({c for c in header if c in KNOWN_COLUMNS.get(name, ()) and header.count(c) > 1})
+    if twice:
+        problems.file(f"{name} line 1: column(s) {', '.join(twice)} appear more than once in the header; "
+                      "keep one of each")
         return
     width = len(header)
     line = reader.line_num + 1
     while True:
+        consumed.clear()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            problems.row(name, line, f"malformed CSV: {exc}", "")
+            raw = "".join(consumed)
+            reason = f"malformed CSV: {exc}"
+            if reader.line_num > line:
+                reason += (f" (a quoted field opened on line {line} runs to line {reader.line_num}; "
+                           "check its quotes)")
+            problems.row(name, line, reason, _clip(raw.rstrip("\r\n")))
             line = reader.line_num + 1
             continue
         start, line = line, reader.line_num + 1
@@ -130,11 +187,12 @@ def _csv_rows(path: Path, required: tuple[str, ...], problems: _Problems) -> Ite
         if not cells or all(not c.strip() for c in cells):
             continue  # blank lines carry nothing
         if len(cells) != width:
-            problems.row(name, start, f"malformed row: {len(cells)} fields where the header has {width}", content)
+            problems.row(name, start, f"malformed row: {len(cells)} fields where the header has {width}",
+                         content)
             continue
         if any(_has_bad_bytes(c) for c in cells):
             problems.row(name, start, "bad encoding: the row is not valid UTF-8; re-export the file as UTF-8",
-                         content.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                         content)
             continue
         yield start, dict(zip(header, cells, strict=True))
 
@@ -143,10 +201,24 @@ def _has_bad_bytes(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def _printable(text: str) -> str:
+    """`text` with undecodable bytes (lone surrogates from surrogateescape) as U+FFFD."""
+    if not _has_bad_bytes(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _CONTENT_LIMIT else text[:_CONTENT_LIMIT] + "..."
+
+
 def _read_csv_dir(root: Path, problems: _Problems) -> Bundle:
     stores = _Collector(root, problems)
     for line, row in _csv_rows(root / "stores.csv", STORE_COLUMNS, problems):
         stores.add_store("stores.csv", line, row)
+    # Without a readable stores.csv every signal and product would also be "unknown store" noise;
+    # the other files are still read so that their own problems are reported in the same run.
+    stores.stores_known = not problems.fatal
     if (root / "signals.csv").exists():
         for line, row in _csv_rows(root / "signals.csv", SIGNAL_COLUMNS, problems):
             stores.add_signal("signals.csv", line, row)
@@ -166,11 +238,14 @@ def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
         return stores.bundle()
     name = path.name
     deferred: list[tuple[int, dict[str, Any]]] = []
-    for number, raw_line in enumerate(text.splitlines(), start=1):
+    # Not str.splitlines(): it also splits at U+2028, U+0085 and friends, which JSON allows raw inside
+    # strings. A raw CR cannot occur inside a JSON string, so CR, LF and CRLF are all line ends.
+    for number, raw_line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         if not raw_line.strip():
             continue
         if _has_bad_bytes(raw_line):
-            problems.row(name, number, "bad encoding: the line is not valid UTF-8; re-export the file as UTF-8", "")
+            problems.row(name, number, "bad encoding: the line is not valid UTF-8; "
+                         "re-export the file as UTF-8", _clip(raw_line))
             continue
         try:
             record = json.loads(raw_line)
@@ -178,7 +253,8 @@ def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
             problems.row(name, number, f"malformed JSON: {exc.msg} at column {exc.colno}", raw_line[:200])
             continue
         if not isinstance(record, dict):
-            problems.row(name, number, "malformed row: each line must be a JSON object (one store)", raw_line[:200])
+            problems.row(name, number, "malformed row: each line must be a JSON object (one store)",
+                         raw_line[:200])
             continue
         if stores.add_store(name, number, _as_cells(record)):
             deferred.append((number, record))
@@ -198,7 +274,8 @@ def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
                 cells.setdefault("store_id", store_id)
                 if cells["store_id"] != store_id:
                     problems.row(name, number, f"{field}[{position}] names store_id {cells['store_id']!r} "
-                                               f"inside store {store_id!r}; nest items under their own store", "")
+                                               f"inside store {store_id!r}; nest items under their own store",
+                                 "")
                     continue
                 add(name, number, cells, where=f"{field}[{position}]: ")
     return stores.bundle()
@@ -232,7 +309,11 @@ class _Collector:
         self.signals: list[Signal] = []
         self.products: list[Product] = []
         self.product_keys: dict[tuple[str, str], int] = {}
-        self.store_lines: dict[str, int] = {}
+        self.store_lines: dict[str, int] = {}  # first line of every store_id seen, kept or rejected
+        self.rejected_stores: dict[str, tuple[str, int]] = {}  # store_id -> (file, line) of its rejection
+        # False when the stores file itself was unusable (a fatal problem, so the read fails anyway):
+        # then store_ids of signals and products cannot be checked and are not reported as unknown.
+        self.stores_known = True
 
     def add_store(self, file: str, line: int, row: dict[str, str]) -> bool:
         store_id = row.get("store_id", "").strip()
@@ -240,16 +321,19 @@ class _Collector:
         if not store_id:
             self.problems.row(file, line, "empty store_id; every store needs an id", content)
             return False
-        if store_id in self.stores:
+        if store_id in self.store_lines:
             self.problems.row(file, line, f"duplicate store_id {store_id!r} (first at line "
                                           f"{self.store_lines[store_id]}); store ids must be unique", content)
             return False
+        self.store_lines[store_id] = line
         created = row.get("created_at", "").strip()
         if created:
             try:
                 parse_timestamp(created)
             except ValueError:
-                self.problems.row(file, line, f"created_at {created!r} is not an ISO 8601 date or timestamp", content)
+                self.problems.row(file, line, f"created_at {created!r} is not an ISO 8601 date or timestamp",
+                                  content)
+                self.rejected_stores[store_id] = (file, line)
                 return False
         self.stores[store_id] = Store(
             store_id=store_id,
@@ -258,7 +342,6 @@ class _Collector:
             country=row.get("country", "").strip().upper(),
             created_at=created,
         )
-        self.store_lines[store_id] = line
         return True
 
     def _known_store(self, file: str, line: int, row: dict[str, str], where: str) -> str | None:
@@ -267,9 +350,15 @@ class _Collector:
         if not store_id:
             self.problems.row(file, line, f"{where}empty store_id", content)
             return None
+        if store_id in self.rejected_stores:
+            store_file, store_line = self.rejected_stores[store_id]
+            self.problems.row(file, line, f"{where}store_id {store_id!r} belongs to a store rejected at "
+                                          f"{store_file} line {store_line}; fix that row first", content)
+            return None
         if store_id not in self.stores:
-            self.problems.row(file, line, f"{where}unknown store_id {store_id!r}; every store_id must appear "
-                                          "in stores.csv", content)
+            if self.stores_known:
+                self.problems.row(file, line, f"{where}unknown store_id {store_id!r}; "
+                                              "every store_id must appear in stores.csv", content)
             return None
         return store_id
 
@@ -281,10 +370,12 @@ class _Collector:
         kind = row.get("kind", "").strip().lower()
         value = row.get("value", "").strip()
         if not kind:
-            self.problems.row(file, line, f"{where}empty kind; say what the value is (ip, mac, phone, ...)", content)
+            self.problems.row(file, line, f"{where}empty kind; say what the value is (ip, mac, phone, ...)",
+                              content)
             return
         if not value:
-            self.problems.row(file, line, f"{where}empty value for kind {kind!r}; leave unknown signals out", content)
+            self.problems.row(file, line, f"{where}empty value for kind {kind!r}; leave unknown signals out",
+                              content)
             return
         seen_text = row.get("seen_at", "").strip()
         seen_at = None
@@ -314,10 +405,10 @@ class _Collector:
         price_text = row.get("price", "").strip()
         price = None
         if price_text:
-            try:
-                price = float(price_text)
-            except ValueError:
-                self.problems.row(file, line, f"{where}price {price_text!r} is not a decimal number", content)
+            price = float(price_text) if _DECIMAL.fullmatch(price_text) else math.nan
+            if not math.isfinite(price):
+                self.problems.row(file, line, f"{where}price {price_text!r} is not a decimal number "
+                                              "(e.g. 19.99)", content)
                 return
         images = tuple(p.strip() for p in row.get("images", "").split("|") if p.strip())
         self.product_keys[key] = line

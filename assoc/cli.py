@@ -135,3 +135,7 @@ def _render_summary(summary: dict[str, Any], outdir: Path) -> str:
             lines.append(f"                   {c['cluster_id']:18s} {c['size']:4d}  {c['risk']:.3f}")
     lines.append(f"results in         {outdir}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ the same evidence can be scored by the transparent rule table or by a learned mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -46,6 +47,8 @@ class Evidence:
     first_seen_a: str = ""
     first_seen_b: str = ""
     note: str = ""  # why a value is weak ('cgnat', 'third_party', ...), or catalog detail
+    key: str = ""  # the index key kind the piece came from ('ip/24', 'address/unit', ...)
+    support: float | None = None  # for values held by 3+ stores: share of holder pairs corroborated otherwise
     weight: float = 0.0
 
     @property
@@ -68,6 +71,11 @@ class Evidence:
 
     def value_suffix(self) -> str:
         return "24" if ":" not in self.value else "64"
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """The shared value as the index knows it: (key kind, canonical value)."""
+        return (self.key or self.kind, self.value)
 
     def weighted(self, weight: float) -> Evidence:
         return replace(self, weight=weight)
@@ -152,6 +160,7 @@ def _piece(key: IndexKey, level: str, pair: StorePair, index: SignalIndex, *, ki
         first_seen_a=_iso(posting_a.times),
         first_seen_b=_iso(posting_b.times),
         note=index.weak_notes.get(key, ""),
+        key=key[0],
     )
 
 
@@ -169,3 +178,32 @@ def catalog_evidence(overlap: PairOverlap) -> list[Evidence]:
         pieces.append(Evidence(kind="catalog", level="supplier", value=f"{overlap.common_groups / smaller:.2f}",
                                stores=1, note=f"{overlap.common_groups} of {smaller} products are common stock"))
     return pieces
+
+
+# Evidence of another value whose base weight (before rarity) reaches this corroborates a
+# shared value; so does seeing the shared value itself within a day in both stores.
+CORROBORATING_WEIGHT = 3.0
+CORROBORATING_GAP_HOURS = 24.0
+
+
+def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
+                  base_weight: Callable[[Evidence], float]) -> dict[tuple[str, str], float]:
+    """For every value shared by three or more stores: the share of its holder pairs that are
+    corroborated by other evidence or by close timing.
+
+    One operator's stores that share a payout account usually share more (a name, a home IP,
+    a device, a login session); unrelated sellers behind a pooled agency account or one
+    warehouse address share nothing else. A value whose holders otherwise look unrelated is
+    shared infrastructure, however rare it is (DESIGN_NOTES §2-3).
+    """
+    holder_pairs: dict[tuple[str, str], list[bool]] = {}
+    for pieces in evidence_by_pair.values():
+        strong = [p.identity for p in pieces if base_weight(p) >= CORROBORATING_WEIGHT]
+        for piece in pieces:
+            if piece.kind == "catalog" or piece.stores < 3:
+                continue
+            identity = piece.identity
+            others = any(other != identity for other in strong)
+            close = piece.gap_hours is not None and piece.gap_hours <= CORROBORATING_GAP_HOURS
+            holder_pairs.setdefault(identity, []).append(others or close)
+    return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}

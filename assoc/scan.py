@@ -13,7 +13,7 @@ from models import rules
 
 from .catalog import CatalogResult, compare_catalogs
 from .cluster import Cluster, cluster_stores
-from .evidence import Evidence, catalog_evidence, compare_pair
+from .evidence import Evidence, catalog_evidence, compare_pair, value_support
 from .index import Hub, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
@@ -64,17 +64,22 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
         catalog = compare_catalogs(bundle.products, bundle.root, settings, progress=progress)
     overlaps = catalog.overlaps if catalog else {}
 
-    scored: dict[StorePair, tuple[float, list[Evidence]]] = {}
     pairs = sorted(set(candidates) | set(overlaps))
+    compared: dict[StorePair, list[Evidence]] = {}
     for done, pair in enumerate(pairs, start=1):
         if done % 20_000 == 0:
-            progress("score pairs", done, len(pairs))
+            progress("compare pairs", done, len(pairs))
         evidence = compare_pair(pair, candidates.get(pair, []), index)
         if pair in overlaps:
             evidence += catalog_evidence(overlaps[pair])
-        weighted = rules.weigh(evidence)
+        compared[pair] = evidence
+    progress("compare pairs", len(pairs), len(pairs))
+    # How well each shared value is corroborated is known only once every pair sharing it is compared.
+    support = value_support(compared, rules.base_weight)
+    scored: dict[StorePair, tuple[float, list[Evidence]]] = {}
+    for pair, evidence in compared.items():
+        weighted = rules.weigh(evidence, support)
         scored[pair] = (rules.probability(weighted), weighted)
-    progress("score pairs", len(pairs), len(pairs))
 
     edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
     clusters, within = cluster_stores(edges)

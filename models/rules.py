@@ -21,6 +21,10 @@ in its simplest form): two stores sharing it are full weight, ten are about 3 bi
 the hub cap a value is not evidence at all (it never becomes a candidate key).
 Time: for session-bound kinds (ip, device, MAC, browser), two stores seen with the same value
 within 3 hours gain 3 bits, within a day 2, within a week 0.5; more than a year apart lose 1.
+Corroboration: a value held by k >= 3 stores whose holder pairs are rarely corroborated by
+anything else (support s, see evidence.value_support) loses a further 2 (1 - s) log2(k - 1)
+bits: a pooled agency account or a forwarder's warehouse links nobody, while an operator's
+payout account, shared along with names, devices and logins, keeps its weight.
 Several values of one kind are not independent (two IPs of one home): the strongest counts in
 full, the next half, the next a quarter, and so on.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import replace
 
 from assoc.evidence import Evidence
 
@@ -90,12 +95,23 @@ def time_adjustment(piece: Evidence) -> float:
     return STALE_PENALTY if piece.gap_hours > STALE_HOURS else 0.0
 
 
+UNCORROBORATED_SLOPE = 2.0
+
+
 def rarity_adjustment(piece: Evidence) -> float:
-    return -math.log2(piece.stores - 1) if piece.stores > 2 else 0.0
+    if piece.stores <= 2:
+        return 0.0
+    rarity = math.log2(piece.stores - 1)
+    support = 1.0 if piece.support is None else piece.support
+    return -rarity * (1.0 + UNCORROBORATED_SLOPE * (1.0 - support))
 
 
-def weigh(evidence: list[Evidence]) -> list[Evidence]:
-    """Each piece with its weight; within a kind, the strongest first at full weight."""
+def weigh(evidence: list[Evidence], support: dict[tuple[str, str], float] | None = None) -> list[Evidence]:
+    """Each piece with its weight; within a kind, the strongest first at full weight.
+
+    `support` (from evidence.value_support) is attached to the pieces it covers first."""
+    if support:
+        evidence = [replace(p, support=support[p.identity]) if p.identity in support else p for p in evidence]
     by_kind: dict[tuple[str, bool], list[tuple[float, Evidence]]] = defaultdict(list)
     for piece in evidence:
         raw = max(0.0, base_weight(piece) + rarity_adjustment(piece) + time_adjustment(piece))

@@ -43,7 +43,7 @@ def _atomic(path: Path) -> Iterator[TextIO]:
 
 def _write_csv(path: Path, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
     with _atomic(path) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv.writer(handle)  # RFC 4180: CRLF, so a lone CR in a value gets quoted
         writer.writerow(columns)
         writer.writerows(rows)
 
