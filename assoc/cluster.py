@@ -4,7 +4,10 @@ Method (DESIGN_NOTES §7):
 1. The graph holds confident edges only: pairs whose operator evidence reaches the link
    threshold. Hub values never made pairs in the first place (index.py), and catalog-rule links
    join stores pairwise but do not merge operator clusters: "possibly related" stays apart from
-   "same operator".
+   "same operator". Fragile edges, which rest on one shared value that its other holders do
+   not corroborate (evidence.value_support), join only stores that no solid edge has placed in
+   a group yet: an agency account shared by one store of a large operator must not pull
+   unrelated sellers into that operator's cluster.
 2. A bridge edge (one whose removal splits its component) that is not strong, with two or more
    stores on each side, is cut: one middling link is the classic way two unrelated groups get
    chained. Strong bridges stay: an evasive operator's chain of single slips is made of them.
@@ -37,7 +40,8 @@ class Cluster:
     cut_edges: tuple[StorePair, ...]  # weak bridges removed to keep groups apart
 
 
-def cluster_stores(edges: dict[StorePair, float]) -> tuple[list[Cluster], dict[StorePair, float]]:
+def cluster_stores(edges: dict[StorePair, float], fragile: frozenset[StorePair] = frozenset()
+                   ) -> tuple[list[Cluster], dict[StorePair, float]]:
     """Clusters from linked edges (pair -> score), and the path probability of every pair inside them.
 
     The second result maps every within-cluster pair (direct or not) to a probability: the
@@ -45,7 +49,12 @@ def cluster_stores(edges: dict[StorePair, float]) -> tuple[list[Cluster], dict[S
     """
     graph = nx.Graph()
     for (a, b), score in sorted(edges.items()):
-        graph.add_edge(a, b, score=score)
+        if (a, b) not in fragile:
+            graph.add_edge(a, b, score=score)
+    grouped = set(graph)
+    for (a, b), score in sorted(edges.items()):
+        if (a, b) in fragile and a not in grouped and b not in grouped:
+            graph.add_edge(a, b, score=score)
     cut_all: list[StorePair] = []
     for u, v in sorted(tuple(sorted(e)) for e in nx.bridges(graph)):
         if graph[u][v]["score"] >= STRONG_BRIDGE:

@@ -207,3 +207,16 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
             close = piece.gap_hours is not None and piece.gap_hours <= CORROBORATING_GAP_HOURS
             holder_pairs.setdefault(identity, []).append(others or close)
     return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}
+
+
+# A shared value whose holder pairs are corroborated less often than this is doubtful.
+DOUBTFUL_SUPPORT = 0.5
+
+
+def rests_on_doubtful_value(evidence: list[Evidence], base_weight: Callable[[Evidence], float]) -> bool:
+    """True when a pair's evidence is one value, held by 3+ stores that mostly share nothing else."""
+    identities = {p.identity for p in evidence if base_weight(p) >= CORROBORATING_WEIGHT}
+    if len(identities) != 1:
+        return False
+    piece = next(p for p in evidence if p.identity in identities)
+    return piece.support is not None and piece.support < DOUBTFUL_SUPPORT

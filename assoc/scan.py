@@ -13,7 +13,7 @@ from models import rules
 
 from .catalog import CatalogResult, compare_catalogs
 from .cluster import Cluster, cluster_stores
-from .evidence import Evidence, catalog_evidence, compare_pair, value_support
+from .evidence import Evidence, catalog_evidence, compare_pair, rests_on_doubtful_value, value_support
 from .index import Hub, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
@@ -82,7 +82,8 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
         scored[pair] = (rules.probability(weighted), weighted)
 
     edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
-    clusters, within = cluster_stores(edges)
+    fragile = frozenset(pair for pair in edges if rests_on_doubtful_value(scored[pair][1], rules.base_weight))
+    clusters, within = cluster_stores(edges, fragile)
     cluster_of = {store: c.cluster_id for c in clusters for store in c.members}
 
     results = []

@@ -22,7 +22,7 @@ the hub cap a value is not evidence at all (it never becomes a candidate key).
 Time: for session-bound kinds (ip, device, MAC, browser), two stores seen with the same value
 within 3 hours gain 3 bits, within a day 2, within a week 0.5; more than a year apart lose 1.
 Corroboration: a value held by k >= 3 stores whose holder pairs are rarely corroborated by
-anything else (support s, see evidence.value_support) loses a further 2 (1 - s) log2(k - 1)
+anything else (support s, see evidence.value_support) loses a further 2 (1 - s) (log2(k - 1) - 1)
 bits: a pooled agency account or a forwarder's warehouse links nobody, while an operator's
 payout account, shared along with names, devices and logins, keeps its weight.
 Several values of one kind are not independent (two IPs of one home): the strongest counts in
@@ -103,7 +103,8 @@ def rarity_adjustment(piece: Evidence) -> float:
         return 0.0
     rarity = math.log2(piece.stores - 1)
     support = 1.0 if piece.support is None else piece.support
-    return -rarity * (1.0 + UNCORROBORATED_SLOPE * (1.0 - support))
+    # The doubt grows faster than rarity: three holders may be one careful operator, twenty are not.
+    return -rarity - UNCORROBORATED_SLOPE * (1.0 - support) * max(0.0, rarity - 1.0)
 
 
 def weigh(evidence: list[Evidence], support: dict[tuple[str, str], float] | None = None) -> list[Evidence]:

@@ -1,0 +1,115 @@
+"""The scan pipeline end to end on generated bundles: oracles, invariants and determinism."""
+
+from __future__ import annotations
+
+import csv
+import random
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from assoc import Settings, read_bundle, scan
+from assoc.index import build_index
+from assoc.records import Bundle
+from fixtures.market import generate
+
+SETTINGS = Settings(cache_dir=None)
+
+
+def _scan_rows(bundle: Bundle) -> dict[tuple[str, str], tuple[float, bool, tuple[str, ...]]]:
+    result = scan(bundle, SETTINGS)
+    return {(p.store_a, p.store_b): (round(p.score, 9), p.linked, p.reasons) for p in result.pairs}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> tuple[Path, object]:
+    path = tmp_path_factory.mktemp("gen")
+    truth = generate(path, stores=60, seed=4)
+    return path, truth
+
+
+def test_candidates_equal_brute_force(generated):
+    path, _ = generated
+    bundle = read_bundle(path)
+    index = build_index(bundle)
+    keys_of: dict[str, set] = {}
+    for key, holders in index.postings.items():
+        for store in holders:
+            keys_of.setdefault(store, set()).add(key)
+    cap = SETTINGS.hub_cap
+    expected = {}
+    for a, b in combinations(sorted(bundle.stores), 2):
+        shared = sorted(k for k in keys_of.get(a, set()) & keys_of.get(b, set()) if len(index.postings[k]) <= cap)
+        if shared:
+            expected[(a, b)] = shared
+    found = {pair: sorted(keys) for pair, keys in index.candidate_pairs(cap).items()}
+    assert found == expected
+
+
+def test_generated_truth_is_found_without_false_links(generated):
+    path, truth = generated
+    result = scan(read_bundle(path), SETTINGS)
+    linked = {(p.store_a, p.store_b) for p in result.pairs if p.linked}
+    false_links = [pair for pair in linked if not truth.same_operator(*pair)]
+    missed = truth.linked - linked
+    assert not false_links
+    assert len(missed) <= 0.05 * len(truth.linked)
+
+
+def test_scores_in_unit_interval_and_every_cluster_pair_linked(generated):
+    path, _ = generated
+    result = scan(read_bundle(path), SETTINGS)
+    assert result.pairs
+    by_pair = {(p.store_a, p.store_b): p for p in result.pairs}
+    for p in result.pairs:
+        assert 0.0 <= p.score <= 1.0 and 0.0 <= p.operator_score <= 1.0
+        assert p.store_a < p.store_b
+    for cluster in result.clusters:
+        for pair in combinations(cluster.members, 2):
+            assert by_pair[pair].linked
+            assert by_pair[pair].cluster_id == cluster.cluster_id
+
+
+def _rewrite(src: Path, dst: Path, rng: random.Random, rename: dict[str, str] | None = None) -> None:
+    """Copy a CSV bundle with its rows shuffled (and store ids renamed)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("stores.csv", "signals.csv", "products.csv"):
+        with open(src / name, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        rng.shuffle(rows)
+        if rename:
+            for row in rows:
+                row["store_id"] = rename[row["store_id"]]
+        with open(dst / name, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), shuffle_seed=st.integers(0, 10_000))
+def test_shuffled_rows_change_nothing_and_scores_are_symmetric(tmp_path_factory, seed, shuffle_seed):
+    base = tmp_path_factory.mktemp("base")
+    generate(base, stores=25, seed=seed)
+    original = _scan_rows(read_bundle(base))
+    rng = random.Random(shuffle_seed)
+    shuffled = tmp_path_factory.mktemp("shuffled")
+    _rewrite(base, shuffled, rng)
+    assert _scan_rows(read_bundle(shuffled)) == original
+    # Reverse the order of the store ids: every pair now arrives the other way round.
+    ids = sorted(read_bundle(base).stores)
+    rename = dict(zip(ids, [f"R{len(ids) - i:05d}" for i in range(len(ids))], strict=True))
+    renamed = tmp_path_factory.mktemp("renamed")
+    _rewrite(base, renamed, rng, rename)
+    back = {v: k for k, v in rename.items()}
+    mirrored = {tuple(sorted((back[a], back[b]))): (s, linked) for (a, b), (s, linked, _) in
+                _scan_rows(read_bundle(renamed)).items()}
+    assert mirrored == {pair: (s, linked) for pair, (s, linked, _) in original.items()}
+
+
+def test_csv_and_jsonl_bundles_scan_identically(tmp_path):
+    generate(tmp_path / "csv", stores=30, seed=9)
+    generate(tmp_path / "jsonl", stores=30, seed=9, fmt="jsonl")
+    assert _scan_rows(read_bundle(tmp_path / "csv")) == _scan_rows(read_bundle(tmp_path / "jsonl"))
