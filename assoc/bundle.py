@@ -47,7 +47,11 @@ class _Problems:
     def file(self, message: str) -> None:
         self.fatal.append(_printable(message))
 
-    def row(self, file: str, line: int, reason: str, content: str) -> None:
+    def row(self, file: str, line: int, reason: str, content: str | list[str] | dict[str, str]) -> None:
+        if isinstance(content, dict):
+            content = ",".join(content.values())
+        elif isinstance(content, list):
+            content = ",".join(content)
         # Undecodable bytes survive decoding as lone surrogates; they would crash whoever prints the
         # message or writes rejected.csv as UTF-8, so they are shown as U+FFFD from here on.
         self.rows.append(RejectedRow(file=file, line=line, reason=_printable(reason),
@@ -134,6 +138,7 @@ def _csv_rows(path: Path, required: tuple[str, ...],
     if text is None:
         return
     name = path.name
+    bad_bytes_in_file = _has_bad_bytes(text)  # one scan of the file spares a scan of every cell
     consumed: list[str] = []  # the physical lines of the record being read, for rejected content
 
     def lines() -> Iterator[str]:
@@ -183,22 +188,25 @@ def _csv_rows(path: Path, required: tuple[str, ...],
             line = reader.line_num + 1
             continue
         start, line = line, reader.line_num + 1
-        content = ",".join(cells)
+        content = cells
         if not cells or all(not c.strip() for c in cells):
             continue  # blank lines carry nothing
         if len(cells) != width:
             problems.row(name, start, f"malformed row: {len(cells)} fields where the header has {width}",
                          content)
             continue
-        if any(_has_bad_bytes(c) for c in cells):
+        if bad_bytes_in_file and any(_has_bad_bytes(c) for c in cells):
             problems.row(name, start, "bad encoding: the row is not valid UTF-8; re-export the file as UTF-8",
                          content)
             continue
         yield start, dict(zip(header, cells, strict=True))
 
 
+_BAD_BYTES = re.compile("[\udc80-\udcff]")
+
+
 def _has_bad_bytes(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _BAD_BYTES.search(text) is not None
 
 
 def _printable(text: str) -> str:
@@ -317,7 +325,7 @@ class _Collector:
 
     def add_store(self, file: str, line: int, row: dict[str, str]) -> bool:
         store_id = row.get("store_id", "").strip()
-        content = ",".join(row.values())
+        content = row  # joined into text only if the row is rejected
         if not store_id:
             self.problems.row(file, line, "empty store_id; every store needs an id", content)
             return False
@@ -346,7 +354,7 @@ class _Collector:
 
     def _known_store(self, file: str, line: int, row: dict[str, str], where: str) -> str | None:
         store_id = row.get("store_id", "").strip()
-        content = ",".join(row.values())
+        content = row  # joined into text only if the row is rejected
         if not store_id:
             self.problems.row(file, line, f"{where}empty store_id", content)
             return None
@@ -366,7 +374,7 @@ class _Collector:
         store_id = self._known_store(file, line, row, where)
         if store_id is None:
             return
-        content = ",".join(row.values())
+        content = row  # joined into text only if the row is rejected
         kind = row.get("kind", "").strip().lower()
         value = row.get("value", "").strip()
         if not kind:
@@ -392,7 +400,7 @@ class _Collector:
         store_id = self._known_store(file, line, row, where)
         if store_id is None:
             return
-        content = ",".join(row.values())
+        content = row  # joined into text only if the row is rejected
         product_id = row.get("product_id", "").strip()
         if not product_id:
             self.problems.row(file, line, f"{where}empty product_id; every listing needs an id", content)
