@@ -8,15 +8,15 @@ Method (DESIGN_NOTES §7):
    not corroborate (evidence.value_support), join only stores that no solid edge has placed in
    a group yet: an agency account shared by one store of a large operator must not pull
    unrelated sellers into that operator's cluster.
-2. A bridge edge (one whose removal splits its component) that is not strong, with two or more
-   stores on each side, is cut: one middling link is the classic way two unrelated groups get
-   chained. Strong bridges stay: an evasive operator's chain of single slips is made of them.
-3. Each connected component of two or more stores is a cluster. Its id is derived from its
+2. Each connected component of two or more stores is a cluster. Its id is derived from its
    members (the smallest store id), so it is stable across runs and input orders. Its risk is
    the weakest link of its maximum spanning tree: how sure we are that every member belongs.
-4. Articulation points (stores whose removal splits their cluster) are reported as bridges for
+3. Articulation points (stores whose removal splits their cluster) are reported as bridges for
    the reviewer.
 Pairs inside a cluster without a direct link get the probability of their most probable path.
+A rule that cut middling bridge edges between groups was measured and dropped: it broke the
+chains evasive operators leave (each link one slip) and stopped no false link that the
+fragile-edge guard does not already stop.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import networkx as nx
 
 from .index import StorePair
 
-STRONG_BRIDGE = 0.9  # a bridge at or above this score is trusted (one strong identifier)
-
 
 @dataclass(frozen=True, slots=True)
 class Cluster:
@@ -37,7 +35,6 @@ class Cluster:
     members: tuple[str, ...]  # sorted
     risk: float
     bridges: tuple[str, ...]  # articulation points
-    cut_edges: tuple[StorePair, ...]  # weak bridges removed to keep groups apart
 
 
 def cluster_stores(edges: dict[StorePair, float], fragile: frozenset[StorePair] = frozenset()
@@ -55,17 +52,6 @@ def cluster_stores(edges: dict[StorePair, float], fragile: frozenset[StorePair] 
     for (a, b), score in sorted(edges.items()):
         if (a, b) in fragile and a not in grouped and b not in grouped:
             graph.add_edge(a, b, score=score)
-    cut_all: list[StorePair] = []
-    for u, v in sorted(tuple(sorted(e)) for e in nx.bridges(graph)):
-        if graph[u][v]["score"] >= STRONG_BRIDGE:
-            continue
-        graph.remove_edge(u, v)
-        side_u = nx.node_connected_component(graph, u)
-        side_v = nx.node_connected_component(graph, v)
-        if len(side_u) >= 2 and len(side_v) >= 2:
-            cut_all.append((u, v))
-        else:
-            graph.add_edge(u, v, score=edges[(u, v)])
     clusters = []
     within: dict[StorePair, float] = {}
     for component in nx.connected_components(graph):
@@ -76,9 +62,7 @@ def cluster_stores(edges: dict[StorePair, float], fragile: frozenset[StorePair] 
         tree = nx.maximum_spanning_tree(sub, weight="score")
         risk = min(d["score"] for _, _, d in tree.edges(data=True))
         bridges = tuple(sorted(nx.articulation_points(sub)))
-        cuts = tuple(p for p in cut_all if p[0] in component or p[1] in component)
-        clusters.append(Cluster(cluster_id=f"C-{members[0]}", members=members, risk=risk, bridges=bridges,
-                                cut_edges=cuts))
+        clusters.append(Cluster(cluster_id=f"C-{members[0]}", members=members, risk=risk, bridges=bridges))
         within.update(_path_probabilities(sub))
     clusters.sort(key=lambda c: (-c.risk, -len(c.members), c.cluster_id))
     return clusters, within

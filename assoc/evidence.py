@@ -44,8 +44,8 @@ class Evidence:
     value: str  # canonical value (reports mask it)
     stores: int  # how many stores share the value (1 for catalog evidence)
     gap_hours: float | None = None  # closest pair of observations, one from each store
-    first_seen_a: str = ""
-    first_seen_b: str = ""
+    first_seen_a: float | None = None  # POSIX seconds
+    first_seen_b: float | None = None
     note: str = ""  # why a value is weak ('cgnat', 'third_party', ...), or catalog detail
     key: str = ""  # the index key kind the piece came from ('ip/24', 'address/unit', ...)
     support: float | None = None  # for values held by 3+ stores: share of holder pairs corroborated otherwise
@@ -77,8 +77,8 @@ class Evidence:
         """The shared value as the index knows it: (key kind, canonical value)."""
         return (self.key or self.kind, self.value)
 
-    def weighted(self, weight: float) -> Evidence:
-        return replace(self, weight=weight)
+    def weighted(self, weight: float, support: float | None) -> Evidence:
+        return replace(self, weight=weight, support=support)
 
 
 def closest_gap_hours(times_a: list[float], times_b: list[float]) -> float | None:
@@ -97,8 +97,9 @@ def closest_gap_hours(times_a: list[float], times_b: list[float]) -> float | Non
     return best / 3600.0
 
 
-def _iso(times: list[float]) -> str:
-    return datetime.fromtimestamp(times[0], UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if times else ""
+def iso_time(seconds: float | None) -> str:
+    """POSIX seconds as an ISO 8601 UTC timestamp ('' for unknown)."""
+    return "" if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def compare_pair(pair: StorePair, keys: list[IndexKey], index: SignalIndex) -> list[Evidence]:
@@ -157,8 +158,8 @@ def _piece(key: IndexKey, level: str, pair: StorePair, index: SignalIndex, *, ki
         value=key[1],
         stores=len(holders),
         gap_hours=closest_gap_hours(posting_a.times, posting_b.times),
-        first_seen_a=_iso(posting_a.times),
-        first_seen_b=_iso(posting_b.times),
+        first_seen_a=posting_a.times[0] if posting_a.times else None,
+        first_seen_b=posting_b.times[0] if posting_b.times else None,
         note=index.weak_notes.get(key, ""),
         key=key[0],
     )

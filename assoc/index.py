@@ -76,15 +76,21 @@ def build_index(bundle: Bundle, *, progress: Progress = no_progress) -> SignalIn
     dropped = 0
     total = len(bundle.signals)
     countries = {s.store_id: s.country or None for s in bundle.stores.values()}
+    # Shared values repeat by the thousand (egress IPs, carrier NAT, warehouses): normalise each once.
+    seen_values: dict[tuple[str, str, str | None], Normalised | None] = {}
     for done, signal in enumerate(bundle.signals, start=1):
         if done % 50_000 == 0:
             progress("normalise signals", done, total)
-        normalised = normalise(signal.kind, signal.value, country=countries.get(signal.store_id))
+        memo_key = (signal.kind, signal.value, countries.get(signal.store_id))
+        if memo_key in seen_values:
+            normalised = seen_values[memo_key]
+        else:
+            normalised = seen_values[memo_key] = normalise(signal.kind, signal.value, country=memo_key[2])
         if normalised is None:
             dropped += 1
             continue
         seen = signal.seen_at.timestamp() if signal.seen_at is not None else None
-        for key in ((normalised.kind, normalised.value), *normalised.keys):
+        for key in _index_keys(normalised):
             posting = postings[key].get(signal.store_id)
             if posting is None:
                 posting = postings[key][signal.store_id] = Posting()
@@ -101,3 +107,15 @@ def build_index(bundle: Bundle, *, progress: Progress = no_progress) -> SignalIn
             posting.times.sort()
     progress("normalise signals", total, total)
     return SignalIndex(postings=dict(postings), weak_notes=weak_notes, dropped=dropped, signal_count=total)
+
+
+def _index_keys(normalised: Normalised) -> tuple[IndexKey, ...]:
+    """The keys a normalised value is found by.
+
+    An address with a parsed unit is found by its unit key, not its full text: the many ways
+    one unit is written would otherwise split it into rare-looking strings and hide how many
+    stores (a forwarder's customers, say) really use it. compare_pair verifies unit matches.
+    """
+    if normalised.kind == "address" and any(kind == "address/unit" for kind, _ in normalised.keys):
+        return normalised.keys
+    return ((normalised.kind, normalised.value), *normalised.keys)

@@ -20,7 +20,9 @@ Rarity: a value shared by k stores loses log2(k - 1) bits (Splink's term-frequen
 in its simplest form): two stores sharing it are full weight, ten are about 3 bits less. Above
 the hub cap a value is not evidence at all (it never becomes a candidate key).
 Time: for session-bound kinds (ip, device, MAC, browser), two stores seen with the same value
-within 3 hours gain 3 bits, within a day 2, within a week 0.5; more than a year apart lose 1.
+within 6 hours gain 6 bits, within a day 3, within a week 0.5; more than a year apart lose 1.
+So one IP never links on its own, but the same IP used by both stores within six hours (a
+shared session), when no more than three stores ever used it, does (DESIGN_NOTES §4).
 Corroboration: a value held by k >= 3 stores whose holder pairs are rarely corroborated by
 anything else (support s, see evidence.value_support) loses a further 2 (1 - s) (log2(k - 1) - 1)
 bits: a pooled agency account or a forwarder's warehouse links nobody, while an operator's
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import replace
 
 from assoc.evidence import Evidence
 
@@ -64,10 +65,10 @@ WEAK_WEIGHTS = {  # values their normaliser marked weak, by kind
 WEAK_DEFAULT = 0.5  # private, reserved and carrier-NAT IPs and the like
 
 SESSION_KINDS = frozenset({"ip", "device_id", "mac", "browser_fp"})
-TIME_BONUS = ((3.0, 3.0), (24.0, 2.0), (24.0 * 7, 0.5))  # (within hours, bits)
+TIME_BONUS = ((6.0, 6.0), (24.0, 3.0), (24.0 * 7, 0.5))  # (within hours, bits)
 STALE_HOURS, STALE_PENALTY = 24.0 * 365, -1.0
 
-CATALOG_OWN_SLOPE, CATALOG_OWN_CAP = 30.0, 12.0  # own products: 0.30 of the smaller catalog = 9 bits
+CATALOG_OWN_SLOPE, CATALOG_OWN_CAP = 20.0, 8.0  # own products: 0.30 of the smaller catalog = 6 bits, never enough alone
 CATALOG_SUPPLIER_SLOPE, CATALOG_SUPPLIER_CAP = 3.0, 2.0  # common stock says little about the operator
 
 DIMINISHING = 0.5
@@ -98,11 +99,11 @@ def time_adjustment(piece: Evidence) -> float:
 UNCORROBORATED_SLOPE = 2.0
 
 
-def rarity_adjustment(piece: Evidence) -> float:
+def rarity_adjustment(piece: Evidence, support: float | None = None) -> float:
     if piece.stores <= 2:
         return 0.0
     rarity = math.log2(piece.stores - 1)
-    support = 1.0 if piece.support is None else piece.support
+    support = 1.0 if support is None else support
     # The doubt grows faster than rarity: three holders may be one careful operator, twenty are not.
     return -rarity - UNCORROBORATED_SLOPE * (1.0 - support) * max(0.0, rarity - 1.0)
 
@@ -110,17 +111,18 @@ def rarity_adjustment(piece: Evidence) -> float:
 def weigh(evidence: list[Evidence], support: dict[tuple[str, str], float] | None = None) -> list[Evidence]:
     """Each piece with its weight; within a kind, the strongest first at full weight.
 
-    `support` (from evidence.value_support) is attached to the pieces it covers first."""
-    if support:
-        evidence = [replace(p, support=support[p.identity]) if p.identity in support else p for p in evidence]
-    by_kind: dict[tuple[str, bool], list[tuple[float, Evidence]]] = defaultdict(list)
+    `support` (from evidence.value_support) is recorded on the pieces it covers."""
+    support = support or {}
+    by_kind: dict[tuple[str, bool], list[tuple[float, float | None, Evidence]]] = defaultdict(list)
     for piece in evidence:
-        raw = max(0.0, base_weight(piece) + rarity_adjustment(piece) + time_adjustment(piece))
-        by_kind[(piece.kind, piece.level == "supplier")].append((raw, piece))
+        value_support = support.get(piece.identity)
+        raw = max(0.0, base_weight(piece) + rarity_adjustment(piece, value_support) + time_adjustment(piece))
+        by_kind[(piece.kind, piece.level == "supplier")].append((raw, value_support, piece))
     weighted = []
     for pieces in by_kind.values():
-        pieces.sort(key=lambda item: (-item[0], item[1].value))
-        weighted.extend(piece.weighted(raw * DIMINISHING**rank) for rank, (raw, piece) in enumerate(pieces))
+        pieces.sort(key=lambda item: (-item[0], item[2].value))
+        weighted.extend(piece.weighted(raw * DIMINISHING**rank, value_support)
+                        for rank, (raw, value_support, piece) in enumerate(pieces))
     return sorted(weighted, key=lambda p: (-p.weight, p.kind, p.value))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import OutputError
+from ..evidence import iso_time
 from ..scan import ScanResult
 from ..settings import Settings
 
@@ -88,7 +89,9 @@ def _write_all(result: ScanResult, outdir: Path, settings: Settings) -> None:
                       "operator_score": round(p.operator_score, 6), "linked": p.linked,
                       "catalog_overlap": p.catalog_overlap, "reasons": list(p.reasons),
                       "cluster_id": p.cluster_id,
-                      "evidence": [dict(asdict(e), weight=round(e.weight, 4), code=e.code) for e in p.evidence]}
+                      "evidence": [dict(asdict(e), weight=round(e.weight, 4), code=e.code,
+                                        first_seen_a=iso_time(e.first_seen_a),
+                                        first_seen_b=iso_time(e.first_seen_b)) for e in p.evidence]}
             handle.write(json.dumps(record, sort_keys=True) + "\n")
     with _atomic(outdir / "summary.json") as handle:
         json.dump({"summary": summarise(result), "settings": settings.to_dict()}, handle, indent=2, sort_keys=True)
