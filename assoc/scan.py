@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models import rules
 
@@ -44,6 +45,7 @@ class ScanResult:
     hubs: list[Hub]
     rejected: list[RejectedRow]
     catalog: CatalogResult | None
+    bundle_root: Path | None = None  # where the scanned bundle lives (its pictures, for reports)
     stats: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -102,6 +104,7 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
         hubs=index.hubs(settings.hub_cap),
         rejected=list(bundle.rejected) + (catalog.rejected if catalog else []),
         catalog=catalog,
+        bundle_root=bundle.root.resolve(),
         stats=stats,
     )
 

@@ -94,7 +94,9 @@ def _write_all(result: ScanResult, outdir: Path, settings: Settings) -> None:
                                         first_seen_b=iso_time(e.first_seen_b)) for e in p.evidence]}
             handle.write(json.dumps(record, sort_keys=True) + "\n")
     with _atomic(outdir / "summary.json") as handle:
-        json.dump({"summary": summarise(result), "settings": settings.to_dict()}, handle, indent=2, sort_keys=True)
+        json.dump({"summary": summarise(result), "settings": settings.to_dict(),
+                   "bundle": str(result.bundle_root) if result.bundle_root else None},
+                  handle, indent=2, sort_keys=True)
         handle.write("\n")
 
 
