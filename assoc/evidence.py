@@ -60,7 +60,7 @@ class Evidence:
         """Short reason code for pairs.csv, e.g. shared:payment_account, near:address, shared:ip/24."""
         if self.kind == "catalog":
             return f"catalog:{self.level}"
-        if self.level == "close":
+        if self.level in ("close", "national"):
             return f"near:{self.kind}"
         if self.level in ("prefix", "building"):
             suffix = {"prefix": self.value_suffix(), "building": "building"}[self.level]
@@ -138,8 +138,8 @@ def compare_pair(pair: StorePair, keys: list[IndexKey], index: SignalIndex) -> l
             if not address_matched:
                 evidence.append(_piece(key, "building", pair, index, kind="address"))
                 address_matched = True  # one building is one piece, however it was keyed
-        else:
-            evidence.append(_piece(key, level or "prefix", pair, index, kind=base))
+        elif base not in exact_kinds:  # e.g. phone/national: only where the full value did not match
+            evidence.append(_piece(key, level, pair, index, kind=base))
     return evidence
 
 

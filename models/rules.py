@@ -57,6 +57,7 @@ UNKNOWN_KIND_WEIGHT = 6.0  # kinds the format does not define are compared exact
 LEVEL_WEIGHTS = {
     "prefix": 1.5,  # same IPv4 /24 or IPv6 /64
     "building": 2.0,  # same building, other or unknown unit
+    "national": 12.0,  # same national phone number, country unknown or read differently
 }
 WEAK_WEIGHTS = {  # values their normaliser marked weak, by kind
     "mac": 4.0,  # locally administered / randomised MACs repeat across machines
