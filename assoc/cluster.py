@@ -4,8 +4,8 @@ Method (DESIGN_NOTES §7):
 1. The graph holds confident edges only: pairs whose operator evidence reaches the link
    threshold. Hub values never made pairs in the first place (index.py), and catalog-rule links
    join stores pairwise but do not merge operator clusters: "possibly related" stays apart from
-   "same operator". Fragile edges, which rest on one shared value that its other holders do
-   not corroborate (evidence.value_support), join only stores that no solid edge has placed in
+   "same operator". Fragile edges, which would not reach the threshold without a shared value
+   that its other holders do not corroborate (evidence.value_support), join only stores that no solid edge has placed in
    a group yet: an agency account shared by one store of a large operator must not pull
    unrelated sellers into that operator's cluster.
 2. Each connected component of two or more stores is a cluster. Its id is derived from its

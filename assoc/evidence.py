@@ -214,10 +214,8 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
 DOUBTFUL_SUPPORT = 0.5
 
 
-def rests_on_doubtful_value(evidence: list[Evidence], base_weight: Callable[[Evidence], float]) -> bool:
-    """True when a pair's evidence is one value, held by 3+ stores that mostly share nothing else."""
-    identities = {p.identity for p in evidence if base_weight(p) >= CORROBORATING_WEIGHT}
-    if len(identities) != 1:
-        return False
-    piece = next(p for p in evidence if p.identity in identities)
-    return piece.support is not None and piece.support < DOUBTFUL_SUPPORT
+def without_doubtful_values(evidence: list[Evidence]) -> list[Evidence]:
+    """The evidence less every value held by 3+ stores that mostly share nothing else.
+
+    A link that holds without them is solid; one that needs them rests on doubtful values."""
+    return [p for p in evidence if p.support is None or p.support >= DOUBTFUL_SUPPORT]

@@ -14,7 +14,7 @@ from models import rules
 
 from .catalog import CatalogResult, compare_catalogs
 from .cluster import Cluster, cluster_stores
-from .evidence import Evidence, catalog_evidence, compare_pair, rests_on_doubtful_value, value_support
+from .evidence import Evidence, catalog_evidence, compare_pair, value_support, without_doubtful_values
 from .index import Hub, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
@@ -84,7 +84,8 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
         scored[pair] = (rules.probability(weighted), weighted)
 
     edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
-    fragile = frozenset(pair for pair in edges if rests_on_doubtful_value(scored[pair][1], rules.base_weight))
+    fragile = frozenset(pair for pair in edges
+                        if rules.probability(without_doubtful_values(scored[pair][1])) < settings.link_threshold)
     clusters, within = cluster_stores(edges, fragile)
     cluster_of = {store: c.cluster_id for c in clusters for store in c.members}
 
