@@ -114,8 +114,16 @@ def _index_keys(normalised: Normalised) -> tuple[IndexKey, ...]:
 
     An address with a parsed unit is found by its unit key, not its full text: the many ways
     one unit is written would otherwise split it into rare-looking strings and hide how many
-    stores (a forwarder's customers, say) really use it. compare_pair verifies unit matches.
+    stores (a forwarder's customers, say) really use it; compare_pair verifies unit matches.
+    An address that names a building but no unit within it is a whole building (a warehouse, a
+    business centre) and is found by its building key alone.
     """
-    if normalised.kind == "address" and any(kind == "address/unit" for kind, _ in normalised.keys):
+    if normalised.kind != "address":
+        return ((normalised.kind, normalised.value), *normalised.keys)
+    keys = dict(normalised.keys)
+    if "address/unit" in keys:
+        return normalised.keys
+    building = keys.get("address/building", "")
+    if building.split("|")[-1]:  # the key ends with the building's own id (see normalise)
         return normalised.keys
     return ((normalised.kind, normalised.value), *normalised.keys)
