@@ -1,0 +1,227 @@
+"""`assoc collect ...`: flags -> a collector from the registry -> collect -> a short report. Nothing else lives here.
+
+Exit codes as for `assoc scan`: 0 success (images that failed to download are reported, not
+fatal); 2 invalid input, options or conflicting bundles; 3 the bundle could not be written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from assoc.errors import AssocError, OutputError
+
+from .base import CollectReport
+from .errors import SHOWN_PROBLEMS
+from .images import FetchLimits
+from .logins import DEFAULT_MAX_SIGHTINGS, LoginColumns
+from .logins import FORMATS as LOGIN_FORMATS
+from .products import FORMATS as PRODUCT_FORMATS
+from .products import ProductColumns
+from .registry import make_collector
+
+EXIT_INVALID = 2
+EXIT_OUTPUT = 3
+
+_existing_file = click.Path(path_type=Path, exists=True, dir_okay=False)
+_bundle_dir = click.Path(path_type=Path, file_okay=False)
+
+
+class _Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Progress:
+    """tqdm bars on stderr for stages that last over a second; only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, delay=1.0, file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _run(name: str, out: Path, quiet: bool, **options: Any) -> None:
+    progress = _Progress(enabled=not quiet and sys.stderr.isatty())
+    try:
+        report = make_collector(name, **options).collect(out, progress=progress)
+    except OutputError as exc:
+        raise _Failure(str(exc), EXIT_OUTPUT) from exc
+    except AssocError as exc:
+        raise _Failure(str(exc), EXIT_INVALID) from exc
+    finally:
+        progress.close()
+    if not quiet:
+        click.echo(_render(report))
+
+
+def _render(report: CollectReport) -> str:
+    lines = [f"{report.collector} -> {report.out}"]
+    lines += [f"  {name.replace('_', ' '):22s} {count}" for name, count in report.counts.items()]
+    if report.problem_count:
+        what = "failed" if report.collector == "images" else "skipped (bad rows)"
+        lines.append(f"  {what}: {report.problem_count}")
+        lines += [f"    - {p}" for p in report.problems[:SHOWN_PROBLEMS]]
+        if report.problem_count > SHOWN_PROBLEMS:
+            lines.append(f"    ... and {report.problem_count - SHOWN_PROBLEMS} more")
+    lines += [f"  note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _explicit(**named: str | None) -> frozenset[str]:
+    return frozenset(name for name, value in named.items() if value is not None)
+
+
+@click.group("collect")
+def collect() -> None:
+    """Turn exports, logs and this machine into fingerprint bundles (merging into an existing --out)."""
+
+
+_out = click.option("--out", "out", required=True, type=_bundle_dir,
+                    help="Bundle directory to write; an existing bundle is merged into, never overwritten.")
+_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress display and no report.")
+_skip = click.option("--skip-invalid", is_flag=True, help="Collect the good rows and list the bad ones "
+                                                         "(default: stop without writing).")
+_encoding = click.option("--encoding", default="utf-8-sig", show_default=True,
+                         help="Text encoding of the input (e.g. gb18030).")
+
+
+@collect.command("logins")
+@click.argument("files", nargs=-1, required=True, type=_existing_file)
+@_out
+@click.option("--format", "fmt", type=click.Choice(LOGIN_FORMATS), default="auto", show_default=True,
+              help="Input format; auto goes by the file name, then by the first line.")
+@click.option("--store-col", help="Column/key of the store id [store_id].")
+@click.option("--ip-col", help="Column/key of the IP address [ip].")
+@click.option("--time-col", help="Column/key of the login time [time, seen_at or timestamp].")
+@click.option("--device-col", help="Column/key of the device id [device_id].")
+@click.option("--mac-col", help="Column/key of the MAC address [mac].")
+@click.option("--ua-col", help="Column/key of the user agent (collected only when given).")
+@click.option("--with-ua", is_flag=True, help="Collect user agents from combined logs.")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA zone of times written without one.")
+@click.option("--time-format", help="strptime pattern of the times, when no recognised format fits.")
+@click.option("--max-sightings", type=int, default=DEFAULT_MAX_SIGHTINGS, show_default=True,
+              help="Distinct hours kept per store and value before the buckets widen.")
+@_encoding
+@_skip
+@_quiet
+def logins_command(files: tuple[Path, ...], out: Path, fmt: str, store_col: str | None, ip_col: str | None,
+                   time_col: str | None, device_col: str | None, mac_col: str | None, ua_col: str | None,
+                   with_ua: bool, timezone: str, time_format: str | None, max_sightings: int, encoding: str,
+                   skip_invalid: bool, quiet: bool) -> None:
+    """Login logs -> ip, device_id and mac signals.
+
+    FILES are CSV, JSON Lines or combined/common web-server logs (the authenticated user is the
+    store), gzipped or not. Per store and value the first login of each hour and the last are kept.
+    """
+    given = {"store": store_col, "ip": ip_col, "time": time_col, "device": device_col, "mac": mac_col}
+    columns = LoginColumns(**{k: v for k, v in given.items() if v is not None}, ua=ua_col,
+                           explicit=_explicit(**given))
+    _run("logins", out, quiet, files=files, fmt=fmt, columns=columns, timezone=timezone, time_format=time_format,
+         encoding=encoding, max_sightings=max_sightings, user_agents=with_ua, skip_invalid=skip_invalid)
+
+
+@collect.command("products")
+@click.argument("file", type=_existing_file)
+@_out
+@click.option("--store-id", help="The store the export belongs to (required for Shopify exports).")
+@click.option("--format", "fmt", type=click.Choice(PRODUCT_FORMATS), default="auto", show_default=True,
+              help="Input format; auto recognises Shopify's header, else CSV or JSON Lines.")
+@click.option("--id-col", help="Column/key of the product id [product_id, id or sku].")
+@click.option("--title-col", help="Column/key of the title [title].")
+@click.option("--description-col", help="Column/key of the description, text or HTML [description].")
+@click.option("--price-col", help="Column/key of the price [price].")
+@click.option("--currency-col", help="Column/key of the currency [currency].")
+@click.option("--images-col", help="Column/key of the images, |-separated or a JSON list [images].")
+@click.option("--store-col", help="Column/key of the store id, for exports of many stores (no --store-id).")
+@click.option("--currency", default="", help="ISO 4217 currency of prices without one (Shopify exports).")
+@click.option("--replace", is_flag=True, help="Let these rows replace differing products already in the bundle.")
+@_encoding
+@_skip
+@_quiet
+def products_command(file: Path, out: Path, store_id: str | None, fmt: str, id_col: str | None,
+                     title_col: str | None, description_col: str | None, price_col: str | None,
+                     currency_col: str | None, images_col: str | None, store_col: str | None, currency: str,
+                     replace: bool, encoding: str, skip_invalid: bool, quiet: bool) -> None:
+    """Product exports -> products.
+
+    FILE is Shopify's product CSV export, or a CSV / JSON Lines export read by a column mapping.
+    """
+    given = {"product_id": id_col, "title": title_col, "description": description_col, "price": price_col,
+             "currency": currency_col, "images": images_col, "store": store_col}
+    columns = ProductColumns(**{k: v for k, v in given.items() if v is not None}, explicit=_explicit(**given))
+    _run("products", out, quiet, file=file, store_id=store_id, fmt=fmt, columns=columns, currency=currency,
+         encoding=encoding, replace=replace, skip_invalid=skip_invalid)
+
+
+@collect.command("images")
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--allow-private", is_flag=True,
+              help="Also fetch from loopback and private addresses (never from cloud metadata services).")
+@click.option("--allow-network", "allowed_networks", multiple=True, metavar="CIDR",
+              help="A network to fetch from although it is private (repeatable), e.g. an internal image host.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to connect and per read.")
+@click.option("--total-timeout", type=float, default=60.0, show_default=True, help="Seconds per download.")
+@click.option("--max-mb", type=float, default=20.0, show_default=True, help="Largest image, in MiB.")
+@click.option("--max-redirects", type=int, default=5, show_default=True)
+@click.option("--retries", type=int, default=2, show_default=True, help="Retries of a transient failure.")
+@click.option("--backoff", type=float, default=0.5, show_default=True, help="Seconds before the first retry.")
+@click.option("--workers", type=int, default=8, show_default=True, help="Downloads at once.")
+@click.option("--cache-dir", type=_bundle_dir, help="Also keep and reuse downloads here, across bundles.")
+@_quiet
+def images_command(bundle: Path, allow_private: bool, allowed_networks: tuple[str, ...], timeout: float,
+                   total_timeout: float, max_mb: float, max_redirects: int, retries: int, backoff: float,
+                   workers: int, cache_dir: Path | None, quiet: bool) -> None:
+    """Download the products' image URLs into the bundle.
+
+    Files go to BUNDLE/images/url; the images cells then name them and image_urls keeps the URLs.
+    Loopback, private, link-local and metadata addresses are refused unless allowed.
+    """
+    limits = FetchLimits(timeout=timeout, total_timeout=total_timeout, max_bytes=int(max_mb * 2**20),
+                         max_redirects=max_redirects, retries=retries, backoff=backoff, allow_private=allow_private,
+                         allowed_networks=allowed_networks)
+    _run("images", bundle, quiet, limits=limits, workers=workers, cache_dir=cache_dir)
+
+
+@collect.command("local")
+@click.option("--store-id", required=True, help="The store this machine serves.")
+@_out
+@click.option("--salt", help="Secret for the machine id hash [$ASSOC_SALT]; the same across your machines.")
+@_quiet
+def local_command(store_id: str, out: Path, salt: str | None, quiet: bool) -> None:
+    """This machine's MACs, IPs and machine id -> signals.
+
+    Physical NIC MACs, the router's MAC, local addresses and an HMAC-SHA256 of the machine id,
+    recorded for --store-id.
+    """
+    _run("local", out, quiet, store_id=store_id, salt=salt)
+
+
+@collect.command("merge")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@_out
+@_quiet
+def merge_command(bundles: tuple[Path, ...], out: Path, quiet: bool) -> None:
+    """Merge bundles into --out.
+
+    Identical rows are kept once; where BUNDLES disagree about a store or product, nothing is
+    written and the files and lines are named.
+    """
+    _run("merge", out, quiet, bundles=bundles)
