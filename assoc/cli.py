@@ -14,10 +14,20 @@ import click
 
 from .bundle import read_bundle
 from .errors import AssocError, BundleError, OutputError, SettingsError
-from .records import Progress
-from .report import write_scan_outputs
+from .explain import Explanation, explain_pair
+from .records import Progress, no_progress
+from .report import (
+    read_scan_output,
+    write_graph_exports,
+    write_html_report,
+    write_review_queue,
+    write_sarif,
+    write_scan_outputs,
+)
+from .report.html import MATCHES_PER_PAIR
 from .scan import scan
 from .settings import Settings
+from .store import IndexStore
 
 EXIT_INVALID = 2
 EXIT_OUTPUT = 3
@@ -66,9 +76,11 @@ def main() -> None:
 
 
 @main.command("scan")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "outdir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for pairs.csv, clusters.csv, hubs.csv and the rest (created if missing).")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="Scan the stores of this index (built by `assoc index add`) instead of BUNDLE.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="TOML or JSON settings file; flags override it.")
 @click.option("--link-threshold", type=float, help="Probability at or above which a pair is linked [0.5].")
@@ -82,10 +94,23 @@ def main() -> None:
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (listed in OUTDIR/rejected.csv).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary table.")
-def scan_command(bundle: Path, outdir: Path, config: Path | None, link_threshold: float | None,
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write report.html and review_queue.csv (as `assoc report OUTDIR` does).")
+@click.option("--export", "with_export", is_flag=True,
+              help="Also write graph exports to OUTDIR/graph (as `assoc export OUTDIR` does).")
+@click.option("--format", "formats", type=click.Choice(["csv", "html", "sarif"]), multiple=True,
+              help="Extra output formats: sarif writes findings.sarif, html is --report. The CSV files are "
+                   "always written. Repeatable.")
+@click.option("--reveal-pii", is_flag=True,
+              help="Show payout accounts, phones, e-mails and tax ids unmasked in the report, exports and SARIF.")
+def scan_command(bundle: Path | None, outdir: Path, db: Path | None, config: Path | None,
+                 link_threshold: float | None,
                  catalog_threshold: float | None, hub_cap: int | None, no_images: bool, no_text: bool,
-                 cache_dir: Path | None, no_cache: bool, skip_invalid: bool, as_json: bool, quiet: bool) -> None:
-    """Scan BUNDLE (a bundle directory or stores.jsonl) and write the results to --out."""
+                 cache_dir: Path | None, no_cache: bool, skip_invalid: bool, as_json: bool, quiet: bool,
+                 with_report: bool, with_export: bool, formats: tuple[str, ...], reveal_pii: bool) -> None:
+    """Scan BUNDLE (a bundle directory or stores.jsonl), or the index --db, and write the results to --out."""
+    if (bundle is None) == (db is None):
+        raise _Failure("give either BUNDLE or --db INDEX", EXIT_INVALID)
     try:
         settings = Settings.from_file(config) if config else Settings()
         changes: dict[str, Any] = {"skip_invalid": skip_invalid or settings.skip_invalid}
@@ -105,9 +130,15 @@ def scan_command(bundle: Path, outdir: Path, config: Path | None, link_threshold
     display = _ProgressDisplay(enabled=not quiet and sys.stderr.isatty())
     progress: Progress = display
     try:
-        data = read_bundle(bundle, skip_invalid=settings.skip_invalid)
+        if db is not None:
+            with IndexStore.open(db) as index:
+                data = index.load_bundle()
+        else:
+            data = read_bundle(bundle, skip_invalid=settings.skip_invalid)
         result = scan(data, settings, progress=progress)
         summary = write_scan_outputs(result, outdir, settings)
+        extras = _write_reviews(outdir, html=with_report or "html" in formats, sarif="sarif" in formats,
+                                export=with_export, reveal_pii=reveal_pii, progress=progress)
     except BundleError as exc:
         raise _Failure(f"{bundle}: {exc}", EXIT_INVALID) from exc
     except AssocError as exc:
@@ -118,6 +149,125 @@ def scan_command(bundle: Path, outdir: Path, config: Path | None, link_threshold
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:
         click.echo(_render_summary(summary, outdir))
+        _echo_written(extras)
+
+
+def _write_reviews(outdir: Path, *, html: bool, sarif: bool, export: bool, reveal_pii: bool,
+                   matches_per_pair: int = MATCHES_PER_PAIR, progress: Progress) -> list[Path]:
+    """Write the review outputs asked for from a scan's OUTDIR; returns the files written."""
+    if not (html or sarif or export):
+        return []
+    results = read_scan_output(outdir)
+    written: list[Path] = []
+    if html:
+        written.append(write_html_report(results, reveal_pii=reveal_pii, matches_per_pair=matches_per_pair,
+                                         progress=progress))
+        written.append(write_review_queue(results))
+    if sarif:
+        written.append(write_sarif(results, reveal_pii=reveal_pii))
+    if export:
+        written.extend(write_graph_exports(results, reveal_pii=reveal_pii))
+    return written
+
+
+def _echo_written(paths: list[Path]) -> None:
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+_REVEAL_PII = click.option("--reveal-pii", is_flag=True,
+                           help="Show payout accounts, phones, e-mails and tax ids unmasked.")
+_QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress display and no list of files written.")
+_OUTDIR = click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
+
+
+@main.command("report")
+@_OUTDIR
+@click.option("--format", "formats", type=click.Choice(["html", "sarif"]), multiple=True, default=("html",),
+              show_default=True,
+              help="html: report.html and review_queue.csv; sarif: findings.sarif. Repeatable.")
+@click.option("--matches-per-pair", type=click.IntRange(min=0), default=MATCHES_PER_PAIR, show_default=True,
+              help="Catalog matches shown side by side per pair (all are in catalog_matches.csv).")
+@_REVEAL_PII
+@_QUIET
+def report_command(outdir: Path, formats: tuple[str, ...], matches_per_pair: int, reveal_pii: bool,
+                   quiet: bool) -> None:
+    """Write the review report of the scan in OUTDIR (the --out folder of `assoc scan`).
+
+    A reviewer's decisions and notes in an existing review_queue.csv are kept.
+    """
+    display = _ProgressDisplay(enabled=not quiet and sys.stderr.isatty())
+    try:
+        written = _write_reviews(outdir, html="html" in formats, sarif="sarif" in formats, export=False,
+                                 reveal_pii=reveal_pii, matches_per_pair=matches_per_pair, progress=display)
+    except AssocError as exc:
+        raise _fail(exc) from exc
+    finally:
+        display.close()
+    if not quiet:
+        _echo_written(written)
+
+
+@main.command("export")
+@_OUTDIR
+@_REVEAL_PII
+@_QUIET
+def export_command(outdir: Path, reveal_pii: bool, quiet: bool) -> None:
+    """Write the scan in OUTDIR as graphs to OUTDIR/graph: GraphML, GEXF, Cytoscape.js JSON, Neo4j CSV + Cypher."""
+    try:
+        written = _write_reviews(outdir, html=False, sarif=False, export=True, reveal_pii=reveal_pii,
+                                 progress=no_progress)
+    except AssocError as exc:
+        raise _fail(exc) from exc
+    if not quiet:
+        _echo_written(written)
+
+
+@main.command("explain")
+@_OUTDIR
+@click.argument("store_a")
+@click.argument("store_b")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@_REVEAL_PII
+def explain_command(outdir: Path, store_a: str, store_b: str, as_json: bool, reveal_pii: bool) -> None:
+    """Show why the scan in OUTDIR linked STORE_A and STORE_B (in either order): the evidence waterfall.
+
+    Exit 0 with "no evidence between them" when both stores exist but the scan reported no pair;
+    exit 2 when a store id is not in the scanned bundle.
+    """
+    try:
+        explanation = explain_pair(read_scan_output(outdir), store_a, store_b)
+    except AssocError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps(explanation.to_dict(reveal_pii), indent=2, sort_keys=True))
+    else:
+        click.echo(_render_explanation(explanation, reveal_pii), nl=False)
+
+
+def _render_explanation(explanation: Explanation, reveal_pii: bool) -> str:
+    """The waterfall as a terminal table (rich), plain text when stdout is not a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    data = explanation.to_dict(reveal_pii)
+    # Off a terminal rich would wrap at 80 columns; a wide table is easier to read in a log or a pipe.
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    with console.capture() as captured:
+        console.print(data["message"], markup=False)
+        if explanation.pair is not None:
+            table = Table("evidence", "value", "weight", "stores", "total -> p", f"first seen {data['store_a']}",
+                          f"first seen {data['store_b']}", "gap h", box=None, pad_edge=False)
+            table.add_row("prior", "", "", "", f"{data['prior_bits']:.1f}", "", "", "")
+            for step in data["waterfall"]:
+                value = step["value"] + (f" ({step['note']})" if step["note"] else "")
+                table.add_row(step["code"], value, f"{step['weight']:.1f}", str(step["stores"]),
+                              f"{step['bits_after']:.1f} -> {step['p_after']:.3f}", step["first_seen_a"],
+                              step["first_seen_b"], "" if step["gap_hours"] is None else f"{step['gap_hours']:.1f}")
+            console.print(table)
+            console.print(f"reasons: {'; '.join(data['reasons'])}", markup=False)
+    # rich pads every cell of the last column; trailing blanks only get in the way of grep and diff.
+    return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
 
 
 def _render_summary(summary: dict[str, Any], outdir: Path) -> str:
@@ -135,6 +285,15 @@ def _render_summary(summary: dict[str, Any], outdir: Path) -> str:
             lines.append(f"                   {c['cluster_id']:18s} {c['size']:4d}  {c['risk']:.3f}")
     lines.append(f"results in         {outdir}")
     return "\n".join(lines)
+
+
+from fingerprints.cli import collect  # noqa: E402, I001 - the collectors' commands live in their package
+main.add_command(collect)
+
+from .cli_index import check_command, index_group, serve_command  # noqa: E402, I001 - registered like collect
+main.add_command(index_group)
+main.add_command(check_command)
+main.add_command(serve_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,448 @@
+"""Catalog overlap: listing near-duplicates -> product groups -> overlap of every pair of stores.
+
+overlap(A, B) = (distinct product groups A and B share) / (distinct groups of the smaller catalog),
+the rule marketplaces apply (30% and more: associated).
+
+1. Matches. Two listings match by text (assoc.text: the same title model codes and colours, no
+   conflicting size, quantity or description fact, and an IDF-weighted title cosine of at least
+   TEXT_THRESHOLD), or by image: two of their pictures within the fingerprint radius of
+   assoc.images, confirmed by pixel verification, and text that does not contradict it (no
+   conflicting code, colour or size; an empty title contradicts nothing).
+2. Groups. Matches are not transitive. A short, generic title ("Red Camping Lantern") matches
+   listings of several different products, and at 500,000 listings plain connected components
+   chain such matches into groups of thousands. Three steps keep variants and strangers apart:
+   a. a match counts only when the two listings' neighbourhoods agree: the Jaccard index of
+      their closed neighbourhoods (the listing and all it matches) is at least SUPPORT. A listing
+      that bridges two groups shares few neighbours with either and loses those matches;
+   b. connected components of the matches that count;
+   c. a component that is not dense (fewer than DENSITY of its pairs match) is re-clustered by
+      average linkage on the exact similarity of all its pairs, cut at COHESION: a cluster joins
+      another only if their listings are similar on average, not through one link.
+3. Overlap. Duplicates inside one store count once (distinct groups). Every shared group counts,
+   as the platform counts it; groups listed by more stores than `common_store_count` allows are
+   "common" stock (supplier products that unrelated stores resell) and are reported apart, as
+   weak evidence of a shared operator.
+
+Past normalisation everything is numpy arrays and scipy sparse matrices: 500,000 listings take
+seconds and a few hundred MB. The thresholds were chosen on the synthetic market (notes/catalog.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.cluster.hierarchy import linkage
+from scipy.sparse.csgraph import connected_components
+
+from . import images
+from .records import Product, Progress, RejectedRow, no_progress
+from .settings import Settings
+from .text import TextIndex
+
+TEXT_THRESHOLD = 0.55
+SUPPORT = 0.3
+DENSITY = 0.8
+COHESION = 0.3
+# Components larger than this are re-clustered on their matches only (missing pairs count as 0)
+# rather than on all pairs, which would cost size^2.
+FULL_SIMILARITY_MAX = 1000
+# A group is common stock when more stores list it than COMMON_FACTOR times the median store count
+# of the groups that two or more stores share, and than COMMON_MIN_STORES.
+COMMON_FACTOR = 3.0
+COMMON_MIN_STORES = 5
+# Processes that hash pictures.
+IMAGE_WORKERS = 2
+# The title similarity below which two pictures alike do not make a match (see _Pictures.matches).
+IMAGE_TEXT_FLOOR = 0.2
+
+# A pair similarity for many pairs at once: (left, right) -> similarity in [0, 1], or CONFLICT for
+# two listings whose texts name different codes, colours or sizes. CONFLICT is a distance of 2 in
+# the average linkage: one such pair outweighs several good ones, yet a sizeable group survives
+# one seller's slip.
+PairSimilarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
+CONFLICT = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PairOverlap:
+    """The catalog overlap of two stores (store_a < store_b)."""
+
+    store_a: str
+    store_b: str
+    overlap: float  # shared groups / distinct groups of the smaller catalog
+    share_a: float  # shared groups / distinct groups of A
+    share_b: float  # shared groups / distinct groups of B
+    shared_groups: int
+    common_groups: int  # of the shared groups, how many are listed by many unrelated stores (supplier stock)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogMatch:
+    """Two listings of two stores taken to be one product: the evidence behind a shared group."""
+
+    store_a: str
+    product_a: str
+    store_b: str
+    product_b: str
+    text_similarity: float | None  # None when text was not compared
+    image_distance: int | None  # smallest fingerprint distance of their pictures; None without pictures
+
+
+@dataclass
+class CatalogResult:
+    overlaps: dict[tuple[str, str], PairOverlap]  # every pair with overlap >= settings.catalog_report_floor
+    matches: list[CatalogMatch]  # per reported pair, one listing pair for each shared group
+    group_of: dict[tuple[str, str], int]  # (store_id, product_id) -> product group id
+    group_stores: dict[int, int]  # group id -> number of distinct stores listing it
+    rejected: list[RejectedRow] = field(default_factory=list)  # images that could not be used, and why
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Edges:
+    """Matched listing pairs (left < right) with their similarity."""
+
+    left: np.ndarray
+    right: np.ndarray
+    score: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Edges:
+        return cls(np.array([], np.int64), np.array([], np.int64), np.array([], np.float64))
+
+    def union(self, other: _Edges) -> _Edges:
+        """Both sets of pairs; a pair in both keeps its higher score."""
+        left, right = np.r_[self.left, other.left], np.r_[self.right, other.right]
+        score = np.r_[self.score, other.score]
+        if not len(left):
+            return _Edges.empty()
+        order = np.lexsort((-score, right, left))
+        left, right, score = left[order], right[order], score[order]
+        first = np.r_[True, (np.diff(left) != 0) | (np.diff(right) != 0)]
+        return _Edges(left[first], right[first], score[first])
+
+
+def compare_catalogs(products: Sequence[Product], bundle_root: Path, settings: Settings, *,
+                     progress: Progress = no_progress) -> CatalogResult:
+    """Group the listings of all stores into products and measure every pair of stores' overlap."""
+    n = len(products)
+    stats: dict[str, int] = {"listings": n}
+    rejected: list[RejectedRow] = []
+    index: TextIndex | None = None
+    edges = _Edges.empty()
+    if settings.use_text and n:
+        index = TextIndex.from_listings(((p.title, p.description) for p in products),
+                                        progress=lambda done: progress("catalog: normalise text", done, n))
+        progress("catalog: normalise text", n, n)
+        found = index.matches(threshold=TEXT_THRESHOLD)
+        edges = _Edges(found.left, found.right, found.score)
+        stats["text_candidates"] = found.candidates
+        stats["text_matches"] = len(edges.left)
+        progress("catalog: match text", n, n)
+    pictures: _Pictures | None = None
+    if settings.use_images and n:
+        pictures = _Pictures.of(products, bundle_root, settings.cache_dir, progress)
+        rejected.extend(pictures.rejected)
+        stats.update(pictures.stats)
+        image_edges = pictures.matches(n, index, edges, stats)
+        edges = edges.union(image_edges)
+        progress("catalog: match images", n, n)
+
+    labels = group_listings(n, edges.left, edges.right, _similarity(n, index, edges),
+                            mixed=index.mixed_facts if index is not None else None)
+    progress("catalog: group", n, n)
+
+    store_ids = sorted({p.store_id for p in products})
+    store_index = {s: k for k, s in enumerate(store_ids)}
+    store_of = np.fromiter((store_index[p.store_id] for p in products), dtype=np.int64, count=n)
+    table = _store_groups(store_of, labels, len(store_ids))
+    group_stores = np.diff(sp.csc_matrix(table).indptr)
+    common = group_stores > common_store_count(group_stores)
+    stats["groups"] = int(table.shape[1])
+    stats["common_groups"] = int(common.sum())
+    overlaps = _overlaps(table, common, store_ids, settings.catalog_report_floor)
+    progress("catalog: overlap", n, n)
+    matches = _matches(products, overlaps, table, store_of, labels, store_index, index, pictures)
+    group_of = {(p.store_id, p.product_id): int(g) for p, g in zip(products, labels, strict=True)}
+    return CatalogResult(overlaps=overlaps, matches=matches, group_of=group_of,
+                         group_stores={g: int(c) for g, c in enumerate(group_stores)},
+                         rejected=rejected, stats=stats)
+
+
+def _matched(n: int, left: np.ndarray, right: np.ndarray, score: np.ndarray) -> PairSimilarity:
+    """The score of matched pairs, 0 for the others."""
+    matrix = sp.coo_matrix((score, (left, right)), shape=(n, n))
+    matrix = sp.csr_matrix(matrix.maximum(matrix.T))
+    return lambda a, b: np.asarray(matrix[a, b]).ravel() if len(a) else np.zeros(0)
+
+
+def _similarity(n: int, index: TextIndex | None, edges: _Edges) -> PairSimilarity:
+    """Similarity of any pairs for re-clustering: the text similarity, or the match's own score where
+    higher (an image match of two listings whose titles differ); CONFLICT where the texts name
+    conflicting facts (another code, colour or size), which no picture overrules."""
+    matched = _matched(n, edges.left, edges.right, edges.score)
+    if index is None:
+        return matched
+
+    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        text, conflict = index.compare(left, right)
+        score = np.maximum(matched(left, right), text)
+        score[conflict] = CONFLICT
+        return score
+
+    return similarity
+
+
+def group_listings(n: int, left: np.ndarray, right: np.ndarray, similarity: PairSimilarity | None = None, *,
+                   mixed: Callable[[np.ndarray], np.ndarray] | None = None, support: float = SUPPORT,
+                   density: float = DENSITY, cohesion: float = COHESION) -> np.ndarray:
+    """Product group label (0..groups-1, numbered in order of first listing) of each of n listings.
+
+    `left`/`right` are matched pairs of listings. See the module docstring: matches whose two
+    neighbourhoods have a Jaccard index below `support` are dropped; components with fewer
+    than `density` of their pairs matched, or whose listings may conflict (`mixed`: labels ->
+    flag per label), are re-clustered by average linkage on `similarity` (by default 1 for a
+    match, 0 otherwise) and cut where the average similarity falls below `cohesion`.
+    """
+    left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    if len(left):
+        adjacency = sp.coo_matrix((np.ones(2 * len(left)), (np.r_[left, right], np.r_[right, left])), shape=(n, n))
+        adjacency = sp.csr_matrix(adjacency + sp.identity(n))
+        adjacency.data[:] = 1.0  # a pair listed twice is still one match
+        degree = np.diff(adjacency.indptr)
+        both = _rowwise_dot(adjacency, left, right)
+        keep = both / (degree[left] + degree[right] - both) >= support
+        left, right = left[keep], right[keep]
+    _, labels = connected_components(sp.coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n)), directed=False)
+    if similarity is None:
+        similarity = _matched(n, left, right, np.ones(len(left)))
+    labels = _recluster(labels, left, right, similarity, mixed, density, cohesion)
+    # Number groups by their first listing, so that ids do not depend on traversal order.
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse]
+
+
+def _recluster(labels: np.ndarray, left: np.ndarray, right: np.ndarray, similarity: PairSimilarity,
+               mixed: Callable[[np.ndarray], np.ndarray] | None, density: float, cohesion: float) -> np.ndarray:
+    """Average-linkage re-clustering of the loose components (see group_listings)."""
+    n = len(labels)
+    size = np.bincount(labels, minlength=n)
+    matched_pairs = np.bincount(labels[left], minlength=n)
+    suspect = matched_pairs < density * size * (size - 1) / 2
+    if mixed is not None:
+        suspect[: labels.max() + 1] |= mixed(labels)
+    loose = np.flatnonzero((size > 2) & suspect)
+    if not len(loose):
+        return labels
+    members = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[members], loose)
+    groups = [members[start:start + size[c]] for c, start in zip(loose.tolist(), starts.tolist(), strict=True)]
+    # Every pair of every loose component, scored in one call (a call has a fixed cost).
+    small = [g for g in groups if len(g) <= FULL_SIMILARITY_MAX]
+    pairs = [np.triu_indices(len(g), 1) for g in small]
+    scores = similarity(np.concatenate([g[a] for g, (a, _) in zip(small, pairs, strict=True)]),
+                        np.concatenate([g[b] for g, (_, b) in zip(small, pairs, strict=True)])) if small else []
+    # Cut every component's dendrogram where the average distance passes 1 - cohesion: the merges
+    # below the cut, as edges between tree nodes (merge i of a component of k makes node k + i),
+    # and one connected-components pass over all of them.
+    merge_from: list[np.ndarray] = []
+    merge_into: list[np.ndarray] = []
+    leaves: list[np.ndarray] = []
+    offset = done = 0
+    for group in groups:
+        k = len(group)
+        if k <= FULL_SIMILARITY_MAX:
+            score = scores[done:done + k * (k - 1) // 2]
+            done += k * (k - 1) // 2
+        else:  # only its matches: all pairs of a huge component would cost k^2
+            inside = np.isin(left, group)
+            position = np.full(n, -1)
+            position[group] = np.arange(k)
+            pa, pb = position[left[inside]], position[right[inside]]
+            lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+            score = np.zeros(k * (k - 1) // 2)
+            score[lo * k - lo * (lo + 1) // 2 + (hi - lo - 1)] = similarity(left[inside], right[inside])
+        tree = linkage(1.0 - score, method="average")
+        below = np.flatnonzero(tree[:, 2] <= 1.0 - cohesion)
+        merge_from += [tree[below, 0].astype(np.int64) + offset, tree[below, 1].astype(np.int64) + offset]
+        merge_into += [k + below + offset] * 2
+        leaves.append(np.arange(k) + offset)
+        offset += 2 * k - 1
+    a, b = np.concatenate(merge_from), np.concatenate(merge_into)
+    _, cluster = connected_components(sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(offset, offset)), directed=False)
+    out = labels.copy()
+    out[np.concatenate(groups)] = int(labels.max()) + 1 + cluster[np.concatenate(leaves)]
+    return out
+
+
+def common_store_count(group_stores: np.ndarray) -> int:
+    """How many stores may list a group before it counts as common stock, relative to the data."""
+    shared = group_stores[group_stores >= 2]
+    typical = float(np.median(shared)) if len(shared) else 2.0
+    return max(COMMON_MIN_STORES, math.ceil(COMMON_FACTOR * typical))
+
+
+def _rowwise_dot(m: sp.csr_matrix, left: np.ndarray, right: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
+    out = np.empty(len(left), dtype=np.float64)
+    for s in range(0, len(left), chunk):
+        out[s:s + chunk] = np.asarray(m[left[s:s + chunk]].multiply(m[right[s:s + chunk]]).sum(axis=1)).ravel()
+    return out
+
+
+def _store_groups(store_of: np.ndarray, labels: np.ndarray, stores: int) -> sp.csr_matrix:
+    """Stores x groups, 1 where the store lists the group (any number of times)."""
+    groups = int(labels.max()) + 1 if len(labels) else 0
+    table = sp.csr_matrix((np.ones(len(labels)), (store_of, labels)), shape=(stores, groups))
+    table.data[:] = 1.0
+    return table
+
+
+def _overlaps(table: sp.csr_matrix, common: np.ndarray, store_ids: list[str],
+              floor: float, chunk: int = 2000) -> dict[tuple[str, str], PairOverlap]:
+    """Every pair of stores whose overlap is at least `floor`.
+
+    The product stores x stores is taken `chunk` rows at a time and cut at the floor at once, so
+    that memory stays bounded even when a few groups are listed by thousands of stores.
+    """
+    sizes = np.diff(table.indptr)
+    common_table = sp.csr_matrix(table @ sp.diags(common.astype(np.float64)))
+    transposed = sp.csr_matrix(table.T)
+    out: dict[tuple[str, str], PairOverlap] = {}
+    for start in range(0, table.shape[0], chunk):
+        shared = sp.coo_matrix(table[start:start + chunk] @ transposed)
+        a, b, count = shared.row + start, shared.col, shared.data
+        upper = a < b
+        a, b, count = a[upper], b[upper], count[upper]
+        overlap = count / np.minimum(sizes[a], sizes[b])
+        keep = overlap >= floor
+        a, b, count, overlap = a[keep], b[keep], count[keep], overlap[keep]
+        common_count = _rowwise_dot(common_table, a, b)
+        for i, j, c, o, k in zip(a.tolist(), b.tolist(), count.tolist(), overlap.tolist(), common_count.tolist(),
+                                 strict=True):
+            # store ids are sorted, so row i < column j means store_a < store_b
+            out[store_ids[i], store_ids[j]] = PairOverlap(
+                store_a=store_ids[i], store_b=store_ids[j], overlap=o, share_a=c / sizes[i], share_b=c / sizes[j],
+                shared_groups=int(c), common_groups=int(k))
+    return out
+
+
+def _matches(products: Sequence[Product], overlaps: dict[tuple[str, str], PairOverlap], table: sp.csr_matrix,
+             store_of: np.ndarray, labels: np.ndarray, store_index: dict[str, int], index: TextIndex | None,
+             pictures: _Pictures | None) -> list[CatalogMatch]:
+    """For each reported pair and each group it shares, the first listing of each store in it."""
+    if not overlaps:
+        return []
+    pair_a = np.array([store_index[a] for a, _ in overlaps], dtype=np.int64)
+    pair_b = np.array([store_index[b] for _, b in overlaps], dtype=np.int64)
+    shared = sp.coo_matrix(table[pair_a].multiply(table[pair_b]))  # reported pair x shared group
+    order = np.lexsort((shared.col, shared.row))
+    pair, group = shared.row[order].astype(np.int64), shared.col[order].astype(np.int64)
+    width = int(labels.max()) + 1
+    first_of, first = np.unique(store_of * width + labels, return_index=True)  # (store, group) -> listing
+    left = first[np.searchsorted(first_of, pair_a[pair] * width + group)]
+    right = first[np.searchsorted(first_of, pair_b[pair] * width + group)]
+    texts: list[float | None] = [None] * len(left)
+    if index is not None:
+        texts = index.similarity(left, right).tolist()
+    distances: list[int | None] = [None] * len(left)
+    if pictures is not None:
+        distances = [pictures.distance(i, j) for i, j in zip(left.tolist(), right.tolist(), strict=True)]
+    return [CatalogMatch(store_a=products[i].store_id, product_a=products[i].product_id,
+                         store_b=products[j].store_id, product_b=products[j].product_id,
+                         text_similarity=t, image_distance=d)
+            for i, j, t, d in zip(left.tolist(), right.tolist(), texts, distances, strict=True)]
+
+
+class _Pictures:
+    """The listings' pictures: fingerprints, which listing shows which, and image matches."""
+
+    def __init__(self, paths: list[Path], owner: np.ndarray, fingerprints: list[images.ImageFingerprint],
+                 rejected: list[RejectedRow], stats: dict[str, int]) -> None:
+        self.paths = paths  # one per fingerprinted picture
+        self.owner = owner  # listing of each picture
+        self.fingerprints = fingerprints
+        self.rejected = rejected
+        self.stats = stats
+        self._of_listing: dict[int, list[int]] = {}
+        for picture, listing in enumerate(owner.tolist()):
+            self._of_listing.setdefault(listing, []).append(picture)
+
+    @classmethod
+    def of(cls, products: Sequence[Product], root: Path, cache_dir: Path | None, progress: Progress) -> _Pictures:
+        wanted: list[tuple[int, Path]] = []
+        urls = 0
+        for listing, product in enumerate(products):
+            for ref in product.images:
+                if ref.startswith(("http://", "https://")):
+                    urls += 1  # not fetched: a scan reads the bundle only
+                else:
+                    wanted.append((listing, root / ref))
+        distinct = sorted({path for _, path in wanted})
+        with images.HashCache(cache_dir) as cache:
+            found, bad = images.fingerprint_files(distinct, cache, workers=IMAGE_WORKERS,
+                                                  progress=lambda stage, done, total: progress(
+                                                      "catalog: hash images", done, total))
+            hashed, cached = cache.computed, cache.hits
+        rejected = [RejectedRow(file="products.csv", line=0, reason=f"image {path.relative_to(root)}: {why}",
+                                content=f"{products[listing].store_id},{products[listing].product_id}")
+                    for listing, path in wanted if (why := bad.get(path)) is not None]
+        kept = [(listing, path) for listing, path in wanted if path in found]
+        stats = {"images": len(distinct), "images_hashed": hashed, "images_cached": cached,
+                 "images_rejected": len(bad), "image_urls_skipped": urls}
+        return cls([path for _, path in kept], np.array([listing for listing, _ in kept], dtype=np.int64),
+                   [found[path] for _, path in kept], rejected, stats)
+
+    def distance(self, a: int, b: int) -> int | None:
+        """Smallest fingerprint distance between a picture of listing a and one of listing b."""
+        pa, pb = self._of_listing.get(a), self._of_listing.get(b)
+        if not pa or not pb:
+            return None
+        return min(self.fingerprints[i] - self.fingerprints[j] for i in pa for j in pb)
+
+    def matches(self, n: int, index: TextIndex | None, text_edges: _Edges, stats: dict[str, int]) -> _Edges:
+        """Listing pairs whose pictures match and whose texts do not contradict it."""
+        candidates = images.image_candidates(self.fingerprints, radius=images.DEFAULT_RADIUS)
+        if not candidates:
+            return _Edges.empty()
+        pairs = np.array(candidates, dtype=np.int64)
+        pairs = pairs[np.argsort(pairs[:, 2], kind="stable")]  # closest pictures first
+        left, right = self.owner[pairs[:, 0]], self.owner[pairs[:, 1]]
+        lo, hi = np.minimum(left, right), np.maximum(left, right)
+        # one picture pair per listing pair (the closest), and none inside one listing
+        _, first = np.unique(lo * n + hi, return_index=True)
+        first = first[lo[first] != hi[first]]
+        lo, hi, picture_a, picture_b = lo[first], hi[first], pairs[first, 0], pairs[first, 1]
+        stats["image_candidates"] = len(lo)
+        if index is not None:
+            # Pictures of one drawing in one colour are alike for family variants (another model
+            # code) and for strangers (simple shapes on white): a picture confirms a text that
+            # names the same codes and colours, without conflicting facts, and shares some words;
+            # a listing without a title has no text to confirm.
+            score, conflict = index.compare(lo, hi)
+            untitled = index.untitled
+            ok = ~conflict & ((score >= IMAGE_TEXT_FLOOR) | untitled[lo] | untitled[hi])
+            lo, hi, picture_a, picture_b = lo[ok], hi[ok], picture_a[ok], picture_b[ok]
+        # Pairs the text already matched need no pixel verification.
+        known = _matched(n, text_edges.left, text_edges.right, np.ones(len(text_edges.left)))(lo, hi) > 0
+        verifier = images.ImageVerifier()
+        verified = np.zeros(len(lo), dtype=bool)
+        score = np.ones(len(lo))
+        checked = 0
+        for k in np.flatnonzero(~known).tolist():
+            try:
+                value = verifier(self.paths[picture_a[k]], self.paths[picture_b[k]])
+            except images.ImageRejected:
+                continue
+            checked += 1
+            verified[k] = value >= images.MATCH_THRESHOLD
+            score[k] = value
+        stats["image_verified"] = checked
+        stats["image_matches"] = int(verified.sum())
+        return _Edges(lo[verified], hi[verified], score[verified])

@@ -1,0 +1,464 @@
+"""Pre-flight check: one store (new, or indexed with new rows) against the persistent index, without a rescan.
+
+The answer is meant to be the one a full `assoc scan` of the index plus the candidate would give
+for the candidate's pairs (DESIGN_NOTES §9). What is exact and what is not:
+
+Exact (same numbers as the scan, given the index's product groups):
+- the candidate's keys, normalised by the same normaliser with its country, and every holder of
+  those keys with their postings (times, raw values, normalised values), read from the index;
+- rarity: each key's store count is the index's count, less the candidate's old rows, plus its
+  new ones, so a check sees the hubs a scan sees;
+- evidence: assoc.evidence.compare_pair on the same keys;
+- value support of each shared key held by 3..hub_cap stores: every holder pair of the key is
+  compared from the index (all the keys the two holders share, and their stored catalog
+  overlap), then assoc.evidence.value_support;
+- weights, probability and reasons: models.rules and the scan's own pair rule.
+
+Approximate (the catalog is global: one more store changes IDF weights, candidate search,
+grouping and the common-stock threshold of every listing):
+- each new listing is compared, with exact assoc.text.text_similarity and the IDF weights the
+  scan would use after adding it, to every indexed listing with the same title codes and colours
+  (a superset of the scan's candidate search), and joins the product group of most of its matches
+  (the scan's neighbourhood rule may split such a listing off instead); groups of indexed stores
+  are those of the last catalog refresh; the common-stock threshold is the stored one;
+- for value support, catalog overlaps between two indexed stores are the stored ones;
+- pairs linked only through a cluster (`via:cluster`) and path scores are not computed: the
+  check reports direct pairs (identifier evidence and the catalog rule).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import rules
+
+from .bundle import read_bundle
+from .catalog import COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap, common_store_count
+from .errors import AssocError
+from .evidence import Evidence, catalog_evidence, compare_pair, value_support
+from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index
+from .records import Bundle, Product, Store
+from .scan import PairResult, _pair_result
+from .settings import Settings
+from .store import IndexStore, StoredListing, StoreRecord, group_records, idf, listing_blocks, text_key
+from .text import Normaliser, ProductText, text_similarity
+
+# Labels of listings without a group, below any label _match gives a new group.
+_UNGROUPED = -(1 << 40)
+# A block of more listings than this is too common to search (assoc.text's max_df in spirit); a block
+# of at most RARE_BLOCK_LISTINGS finds candidates on its own, others need two shared blocks (its rare_df).
+MAX_BLOCK_LISTINGS = 1000
+RARE_BLOCK_LISTINGS = 30
+
+
+class CandidateError(AssocError):
+    """A candidate store cannot be read: not JSON, not one store object, or invalid rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a scan would say about one store's pairs, had it been scanned with the index."""
+
+    store_id: str
+    known: bool  # the store was in the index already: its new rows were added to the indexed ones
+    pairs: tuple[PairResult, ...]  # reportable direct pairs, most probable first
+    hubs: tuple[Hub, ...]  # the store's values shared by more stores than the hub cap: no evidence
+    listings: int  # the store's listings after adding the new ones
+    catalog_fresh: bool  # product groups include every indexed store (no write since the last refresh)
+
+    @property
+    def associated(self) -> bool:
+        return any(p.linked for p in self.pairs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store_id": self.store_id,
+            "known": self.known,
+            "associated": self.associated,
+            "listings": self.listings,
+            "catalog_fresh": self.catalog_fresh,
+            "pairs": [{"store_id": p.store_b if p.store_a == self.store_id else p.store_a,
+                       "score": round(p.score, 6), "operator_score": round(p.operator_score, 6),
+                       "linked": p.linked, "catalog_overlap": p.catalog_overlap, "reasons": list(p.reasons),
+                       "evidence": [{"code": e.code, "kind": e.kind, "level": e.level, "stores": e.stores,
+                                     "weight": round(e.weight, 4), "gap_hours": e.gap_hours, "note": e.note}
+                                    for e in p.evidence]}
+                      for p in self.pairs],
+            "hubs": [{"kind": h.kind, "stores": h.stores, "note": h.note} for h in self.hubs],
+        }
+
+
+# ------------------------------------------------------------------------------------ candidates
+
+
+def read_candidate(path: Path | str) -> Bundle:
+    """A candidate: a bundle (directory or .jsonl), or a .json file holding one store as in stores.jsonl."""
+    path = Path(path)
+    if path.is_dir() or path.name.endswith(".jsonl"):
+        return read_bundle(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CandidateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise CandidateError(f"{path}: not JSON ({exc}); give one store as a JSON object, as one line of "
+                             "stores.jsonl, or a bundle") from exc
+    return candidate_from_record(record, root=path.parent)
+
+
+def candidate_from_record(record: Any, *, root: Path) -> Bundle:
+    """One store object (the stores.jsonl form) -> a one-store Bundle, validated as a bundle is.
+
+    Raises CandidateError for anything but one object, BundleError (every problem) for invalid rows.
+    """
+    if not isinstance(record, dict):
+        raise CandidateError("a candidate must be one JSON object: a store as in one line of stores.jsonl, "
+                             '{"store_id": ..., "signals": [...], "products": [...]}')
+    # The bundle reader is the one validator of store rows; it reads files, so the record becomes one.
+    with tempfile.TemporaryDirectory(prefix="assoc-candidate-") as tmp:
+        path = Path(tmp) / "candidate.jsonl"
+        path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+        bundle = read_bundle(path)
+    return Bundle(root=root, stores=bundle.stores, signals=bundle.signals, products=bundle.products)
+
+
+def records_of(bundle: Bundle) -> list[StoreRecord]:
+    """The bundle's stores as records, in store order."""
+    return [record for record, *_ in group_records(bundle)]
+
+
+def merge(old: StoreRecord, new: StoreRecord) -> StoreRecord:
+    """An indexed store with new rows: fields the new record gives win, signals add up, a listing
+    with a known product_id replaces the old one."""
+    fields = [getattr(new.store, f) or getattr(old.store, f) for f in ("name", "platform", "country", "created_at")]
+    replaced = {p.product_id for p in new.products}
+    return StoreRecord(store=Store(old.store.store_id, *fields), root=new.root,
+                       signals=old.signals + new.signals,
+                       products=tuple(p for p in old.products if p.product_id not in replaced) + new.products)
+
+
+# ----------------------------------------------------------------------------------------- check
+
+
+def check_bundle(index: IndexStore, bundle: Bundle, settings: Settings) -> list[CheckResult]:
+    """Check every store of `bundle` against the index, each on its own (not against each other)."""
+    return [check_store(index, record, settings) for record in records_of(bundle)]
+
+
+def check_store(index: IndexStore, candidate: StoreRecord, settings: Settings) -> CheckResult:
+    """Check one store: a new one, or an indexed one with the candidate's rows added."""
+    settings.validate()
+    with index.snapshot():
+        store_id = candidate.store.store_id
+        if index.has_store(store_id):
+            old = index.store_record(store_id)
+            return _Check(index, merge(old, candidate), candidate.products, True, settings).run()
+        return _Check(index, candidate, candidate.products, False, settings).run()
+
+
+def links(index: IndexStore, store_id: str, settings: Settings) -> CheckResult:
+    """An indexed store's direct pairs, as a scan of the index reports them. UnknownStoreError if absent."""
+    settings.validate()
+    with index.snapshot():
+        return _Check(index, index.store_record(store_id), (), True, settings).run()
+
+
+def put_store(index: IndexStore, record: StoreRecord, settings: Settings) -> bool:
+    """Write one store (replacing its rows) and place its listings into product groups.
+
+    Identifier data is exact at once. Listings join groups as a check would place them (see the
+    module docstring); the index is marked stale until `assoc index add` refreshes the catalog.
+    Returns False when the store was there with the same content already.
+    """
+    if not index.replace_store(record):
+        return False
+    with index.snapshot():
+        placement = _Check(index, record, record.products, False, settings, exclude_self=True).place_listings()
+    index.place_listings(record.store.store_id, placement.groups, placement.blocks, placement.overlaps)
+    return True
+
+
+@dataclass(slots=True)
+class _Placement:
+    groups: dict[str, int]  # product_id -> indexed group (>= 0) or a new one (< 0, equal for duplicates)
+    blocks: dict[str, list[int]]  # product_id -> where a later check finds the listing
+    overlaps: dict[StorePair, PairOverlap]
+
+
+class _Check:
+    """One candidate's check; holds the keys, postings and counts read so far."""
+
+    def __init__(self, index: IndexStore, record: StoreRecord, fresh: Sequence[Product], known: bool,
+                 settings: Settings, *, exclude_self: bool = False):
+        self.index = index
+        self.record = record
+        self.store_id = record.store.store_id
+        self.fresh = fresh  # listings not in the index yet
+        self.known = known
+        self.settings = settings
+        self.exclude_self = exclude_self  # the store's rows are written already but are not grouped yet
+        own = build_index(Bundle(root=record.root, stores={self.store_id: record.store},
+                                 signals=list(record.signals)))
+        self.own = {key: holders[self.store_id] for key, holders in own.postings.items()}
+        self.own_weak = own.weak_notes
+        self.old_keys: dict[IndexKey, bool] = index.store_keys([self.store_id])[self.store_id] if known else {}
+        self.counts: dict[IndexKey, tuple[int, int, str]] = {}
+        # Set by place_listings: the common-stock threshold, and store counts of the groups the store joins or leaves.
+        self.common_threshold = COMMON_MIN_STORES
+        self.group_sizes: dict[int, int] = {}
+        self.postings: dict[IndexKey, dict[str, Posting]] = {}
+        self.weak_notes: dict[IndexKey, str] = {}
+
+    # ------------------------------------------------------------------------- keys and postings
+
+    def _count(self, keys: Iterable[IndexKey]) -> None:
+        missing = [k for k in keys if k not in self.counts]
+        found = self.index.key_counts(missing)
+        for key in missing:
+            self.counts[key] = found.get(key, (0, 0, ""))
+
+    def holders_after(self, key: IndexKey) -> int:
+        """Stores holding `key` once the candidate's rows replace its indexed ones."""
+        stores = self.counts[key][0]
+        return stores - (key in self.old_keys) + (key in self.own)
+
+    def _usable(self, key: IndexKey) -> bool:
+        return 2 <= self.holders_after(key) <= self.settings.hub_cap
+
+    def _load(self, keys: Iterable[IndexKey]) -> None:
+        missing = [k for k in keys if k not in self.postings]
+        for key, holders in self.index.postings(missing, exclude=self.store_id).items():
+            if key in self.own:
+                holders[self.store_id] = self.own[key]
+            self.postings[key] = holders
+            _, weak_stores, note = self.counts[key]
+            weak_after = weak_stores - int(self.old_keys.get(key, False)) + int(key in self.own_weak)
+            if weak_after > 0:
+                self.weak_notes[key] = self.own_weak.get(key) or note
+
+    def _view(self) -> SignalIndex:
+        return SignalIndex(postings=self.postings, weak_notes=self.weak_notes, dropped=0, signal_count=0)
+
+    # ------------------------------------------------------------------------------------- run
+
+    def run(self) -> CheckResult:
+        cap = self.settings.hub_cap
+        self._count(self.own)
+        usable = sorted(k for k in self.own if self._usable(k))
+        self._load(usable)
+        shared: dict[StorePair, list[IndexKey]] = defaultdict(list)
+        for key in usable:  # sorted, as SignalIndex.candidate_pairs lists a pair's keys
+            for other in self.postings[key]:
+                if other != self.store_id:
+                    shared[_pair(self.store_id, other)].append(key)
+        placement = self.place_listings()
+        overlaps = placement.overlaps
+        view = self._view()
+        compared: dict[StorePair, list[Evidence]] = {}
+        for pair in sorted(set(shared) | set(overlaps)):
+            evidence = compare_pair(pair, shared.get(pair, []), view)
+            if pair in overlaps:
+                evidence += catalog_evidence(overlaps[pair])
+            compared[pair] = evidence
+        support = value_support({**self._holder_pairs(usable), **compared}, rules.base_weight)
+        results = []
+        for pair, evidence in compared.items():
+            weighted = rules.weigh(evidence, support)
+            overlap = overlaps[pair].overlap if pair in overlaps else None
+            result = _pair_result(pair, rules.probability(weighted), weighted, overlap, None, {}, self.settings)
+            if result is not None:
+                results.append(result)
+        results.sort(key=lambda p: (-p.score, p.store_a, p.store_b))
+        hubs = sorted((Hub(k[0], k[1], self.holders_after(k), self.counts[k][2] or self.own_weak.get(k, ""))
+                       for k in self.own if self.holders_after(k) > cap), key=lambda h: (-h.stores, h.kind, h.value))
+        listings = len(self.record.products)
+        return CheckResult(store_id=self.store_id, known=self.known, pairs=tuple(results), hubs=tuple(hubs),
+                           listings=listings, catalog_fresh=self.index.meta("catalog") == "fresh")
+
+    def _holder_pairs(self, usable: list[IndexKey]) -> dict[StorePair, list[Evidence]]:
+        """Evidence of every pair of indexed stores that share one of the candidate's keys held by 3+ stores:
+        value support of that key is measured over all its holder pairs, these included."""
+        groups = [sorted(s for s in self.postings[k] if s != self.store_id)
+                  for k in usable if self.holders_after(k) >= 3]
+        pairs = {pair for members in groups for pair in combinations(members, 2)}
+        if not pairs:
+            return {}
+        keys_of = self.index.store_keys(sorted({s for pair in pairs for s in pair}))
+        common = {pair: set(keys_of[pair[0]]) & set(keys_of[pair[1]]) for pair in pairs}
+        self._count(set().union(*common.values()))
+        self._load(sorted({k for keys in common.values() for k in keys if self._usable(k)}))
+        view = self._view()
+        # Their catalog overlaps as a scan with the candidate would count them: which shared groups are
+        # common stock depends on the candidate (it may join a group, and it moves the threshold).
+        groups_of = self.index.store_groups(sorted({s for pair in pairs for s in pair}))
+        sizes = {**self.index.group_sizes(set().union(*groups_of.values())), **self.group_sizes}
+        out = {}
+        for pair in sorted(pairs):
+            evidence = compare_pair(pair, sorted(k for k in common[pair] if self._usable(k)), view)
+            both = groups_of[pair[0]] & groups_of[pair[1]]
+            overlap = _overlap(pair[0], pair[1], len(groups_of[pair[0]]), len(groups_of[pair[1]]), len(both),
+                               sum(1 for g in both if sizes[g] > self.common_threshold),
+                               self.settings.catalog_report_floor)
+            if overlap is not None:
+                evidence += catalog_evidence(overlap)
+            out[pair] = evidence
+        return out
+
+    # ----------------------------------------------------------------------------------- catalog
+
+    def place_listings(self) -> _Placement:
+        """Product groups of the new listings, and the store's catalog overlap with every store sharing one.
+
+        Also settles, for the rest of the check, how many stores list each group the store leaves or joins
+        and the common-stock threshold once it has: both are what a scan with the store would compute.
+        """
+        indexed = [] if self.exclude_self or not self.known else self.index.store_listings(self.store_id)
+        fresh_ids = {p.product_id for p in self.fresh}
+        kept = [listing for listing in indexed if listing.product_id not in fresh_ids]
+        replaced = [listing for listing in indexed if listing.product_id in fresh_ids]
+        placed, blocks = self._match(replaced)
+        own = set(placed.values())
+        for number, listing in enumerate(kept):
+            # a listing in no group (written after the last refresh and never placed) is a product of its own
+            own.add(listing.group_id if listing.group_id is not None else _UNGROUPED - number)
+        before = {listing.group_id for listing in indexed if listing.group_id is not None}
+        after = {g for g in own if g >= 0}
+        sizes = self.index.group_sizes(before | after)
+        histogram = self.index.group_histogram()
+        for group, change in [(g, 1) for g in after - before] + [(g, -1) for g in before - after]:
+            histogram[sizes[group]] -= 1
+            sizes[group] += change
+            histogram[sizes[group]] += 1
+        histogram[1] += sum(1 for g in own if g < 0)  # the store's products that no other store lists
+        kept_sizes = sorted(k for k, n in histogram.items() if n > 0)
+        counts = np.repeat(np.array(kept_sizes, dtype=np.int64), [histogram[k] for k in kept_sizes])
+        self.common_threshold = common_store_count(counts)
+        self.group_sizes = sizes
+        shared: Counter[str] = Counter()
+        common: Counter[str] = Counter()
+        for group, stores in self.index.group_holders(sorted(after)).items():
+            is_common = sizes[group] > self.common_threshold
+            for other in stores - {self.store_id}:
+                shared[other] += 1
+                common[other] += is_common
+        size = len(own)
+        store_sizes = self.index.group_counts(shared)
+        overlaps = {}
+        for other, count in shared.items():
+            overlap = _overlap(self.store_id, other, size, store_sizes[other], count, common[other],
+                               self.settings.catalog_report_floor)
+            if overlap is not None:
+                overlaps[(overlap.store_a, overlap.store_b)] = overlap
+        return _Placement(groups=placed, blocks=blocks, overlaps=overlaps)
+
+    def _match(self, replaced: list[StoredListing]) -> tuple[dict[str, int], dict[str, list[int]]]:
+        """product_id -> its indexed product group (>= 0) or a new group (< 0, one per product of the store);
+        and product_id -> the listing's blocks."""
+        if not self.fresh:
+            return {}, {}
+        if not self.settings.use_text:  # images are not compared yet (assoc.catalog compares text only)
+            return {p.product_id: -1 - n for n, p in enumerate(self.fresh)}, {p.product_id: [] for p in self.fresh}
+        normaliser = Normaliser()
+        texts = [normaliser.normalise(p.title, p.description) for p in self.fresh]
+        indexed_df = self.index.token_counts({t for text in texts for t in text.tokens})
+        blocks = [listing_blocks(text_key(text), text.tokens, lambda t: indexed_df.get(t, 0)) for text in texts]
+        members = self.index.block_members({b for listed in blocks for b in listed}, limit=MAX_BLOCK_LISTINGS)
+        skip = {listing.product_id for listing in replaced}
+        found: list[set[int]] = []
+        for listed in blocks:
+            # As the scan's candidate search: two shared blocks, or one rare block.
+            shared: Counter[int] = Counter()
+            rare: set[int] = set()
+            for block in listed:
+                ids = members[block] or []
+                shared.update(ids)
+                if len(ids) <= RARE_BLOCK_LISTINGS:
+                    rare.update(ids)
+            found.append({i for i, n in shared.items() if n >= 2} | rare)
+        candidates = self.index.listings(set().union(*found))
+        weights = self._weights(texts, replaced, candidates.values())
+        votes: list[Counter[int]] = []
+        best: list[dict[int, float]] = []
+        for text, ids in zip(texts, found, strict=True):
+            tally: Counter[int] = Counter()
+            top: dict[int, float] = {}
+            for listing_id in ids:
+                listing = candidates[listing_id]
+                if listing.group_id is None or (listing.store_id == self.store_id
+                                                and (self.exclude_self or listing.product_id in skip)):
+                    continue
+                score = text_similarity(text, listing.text, weights=weights)
+                if score >= TEXT_THRESHOLD:
+                    tally[listing.group_id] += 1
+                    top[listing.group_id] = max(top.get(listing.group_id, 0.0), score)
+            votes.append(tally)
+            best.append(top)
+        chosen: list[int | None] = [
+            max(tally, key=lambda g, t=tally, b=top: (t[g], b[g], -g)) if tally else None
+            for tally, top in zip(votes, best, strict=True)]
+        # New listings that match each other (a store listing one product twice) form one group.
+        parent = list(range(len(texts)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, j in combinations(range(len(texts)), 2):
+            if texts[i].key == texts[j].key and text_similarity(texts[i], texts[j], weights=weights) >= TEXT_THRESHOLD:
+                parent[find(i)] = find(j)
+        component_group: dict[int, int] = {}
+        for i, group in enumerate(chosen):
+            if group is not None:
+                component_group.setdefault(find(i), group)
+        out: dict[str, int] = {}
+        for i, product in enumerate(self.fresh):
+            group = chosen[i]
+            if group is None:
+                group = component_group.get(find(i), -1 - find(i))
+            out[product.product_id] = group
+        return out, {p.product_id: listed for p, listed in zip(self.fresh, blocks, strict=True)}
+
+    def _weights(self, texts: list[ProductText], replaced: list[StoredListing],
+                 compared: Iterable[StoredListing]) -> dict[str, float]:
+        """IDF weights as the scan computes them over every listing, the new ones in, the replaced ones out."""
+        delta: Counter[str] = Counter()
+        for text in texts:
+            delta.update(text.tokens)
+        for listing in replaced:
+            delta.subtract(listing.text.tokens)
+        tokens = set(delta)
+        for listing in compared:
+            tokens |= listing.text.tokens
+        counts = self.index.token_counts(tokens)
+        listings = self.index.listing_count() - (0 if self.exclude_self else len(replaced) - len(texts))
+        return {t: idf(listings, counts.get(t, 0) + (0 if self.exclude_self else delta[t]))
+                for t in tokens if counts.get(t, 0) + (0 if self.exclude_self else delta[t]) > 0}
+
+
+def _overlap(store: str, other: str, size: int, other_size: int, shared: int, common: int,
+             floor: float) -> PairOverlap | None:
+    """The catalog overlap of two stores (in either order) as assoc.catalog measures it; None below `floor`."""
+    if not shared or not size or not other_size:
+        return None
+    overlap = shared / min(size, other_size)
+    if overlap < floor:
+        return None
+    if store > other:
+        store, other, size, other_size = other, store, other_size, size
+    return PairOverlap(store_a=store, store_b=other, overlap=overlap, share_a=shared / size,
+                       share_b=shared / other_size, shared_groups=shared, common_groups=common)
+
+
+def _pair(a: str, b: str) -> StorePair:
+    return (a, b) if a < b else (b, a)

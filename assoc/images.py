@@ -1,0 +1,832 @@
+"""Product-image near-duplicates: normalised perceptual fingerprints, radius search, pixel verification.
+
+Two listings show the same product when one picture is a seller's edit of the other: resized,
+recompressed, cropped, mirrored, colour-shifted, watermarked or framed. Look-alikes are not: the
+same drawing in another colour or with another label is a different product. The module answers
+in three steps, each cheaper than the next is strong:
+
+1. **Fingerprint** (`fingerprint_image`, ~1 ms). The picture is decoded straight to ~96 px
+   (JPEG DCT scaling via ``Image.draft``) and normalised: a uniform frame (an added border) is
+   peeled off; the background is modelled as a robust linear gradient fitted to the outer ring
+   and subtracted (white-balanced to white); a 3x3 median filter drops thin strokes (watermark
+   and label text); the *window* is centred on the weighted median of the remaining "ink" with
+   half-extents equal to its 10-90% inter-quantile range per axis. Whitespace, crops of
+   whitespace, borders, resizing (including aspect changes) and most watermarks therefore leave
+   the window on the same part of the product. The window is area-sampled to 32x32 and the
+   fingerprint is its low-frequency DCT: luma 6x6 and two opponent-colour channels 4x4 (68
+   coefficients), quantised in steps of 1/8 (`ImageFingerprint.levels`). Colour is in the
+   fingerprint because a grey-level hash cannot tell a red mug from the blue one.
+   A mirror image has the same coefficients with the odd horizontal frequencies negated, so the
+   fingerprint is stored in a canonical orientation and the distance is the smaller of the two
+   orientations: ``a - b`` is the L1 distance between quantised coefficients, which equals the
+   Hamming distance between their unary (thermometer) codes.
+
+   Why not a plain pHash: on the generated benchmark (benchmarks/image_recall.py) a 64-bit
+   pHash of the raw picture finds none of the cropped or bordered copies at FPR 1e-4, and even
+   of the normalised window it collides for different products of the same kind (simple
+   shapes on white have little grey-level structure); a 256-bit pHash of the window is too
+   sensitive to the few-percent shifts a watermark or crop leaves. Both figures are in
+   notes/images.md.
+
+2. **Candidates** (`image_candidates`). All pairs within `radius`, found without comparing all
+   pairs: a KD-tree (L1 metric) over the mirror-invariant coefficients (even horizontal
+   frequency) yields every pair whose distance on those coordinates is within the radius, a
+   superset of the answer since a sum over a subset of coordinates never exceeds the whole;
+   the superset is then checked exactly.
+
+3. **Verification** (`images_match`, a few ms per pair). Both pictures are decoded at 128 px,
+   normalised as above, mapped onto a common canvas through their windows (mirrored when that
+   orientation is closer), and aligned by ECC (affine). After a per-channel gain/offset fit
+   (which absorbs a mild colour shift) two kinds of disagreement are measured inside the common
+   field of view: *conflict*, pixels where both pictures have content but of different colour
+   (a recoloured part, another geometry), and *replaced detail*, edges present in one picture
+   only, next to edges present in the other only (another label text at the same place). An
+   overlay (watermark) or a crop adds or removes detail on one side only and passes. The score
+   is 1 minus the larger normalised disagreement.
+
+`match_decision(fp_a, fp_b, path_a, path_b)` combines them: within `DEFAULT_RADIUS` and a
+verification score of at least `MATCH_THRESHOLD`. `ImageVerifier` keeps recently prepared
+pictures so a picture in many candidate pairs is decoded once.
+
+Fingerprints are cached by SHA-256 of the file bytes (plus `ALGORITHM_VERSION` and the pixel
+limit) in ``cache_dir / "image-hashes.sqlite"``; a (path, size, mtime) table lets a rescan skip
+reading unchanged files. Bad inputs never raise out of `fingerprint_files`: URLs (not fetched),
+missing files, non-images, corrupt or truncated files and decompression bombs (pixel limit
+checked from the header before decoding) are returned with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sqlite3
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy.spatial import cKDTree
+
+__all__ = [
+    "ALGORITHM_VERSION", "DEFAULT_RADIUS", "MATCH_THRESHOLD", "MAX_PIXELS", "HashCache", "ImageFingerprint",
+    "ImageRejected", "ImageVerifier", "fingerprint_files", "fingerprint_image", "image_candidates",
+    "images_match", "match_decision",
+]
+
+# Bump when anything that changes fingerprint values changes: cached fingerprints of another
+# version are ignored.
+ALGORITHM_VERSION = 1
+# Pictures with more pixels than this (by their header) are rejected before decoding.
+MAX_PIXELS = 50_000_000
+# Chosen on benchmarks/image_recall.py, see notes/images.md.
+DEFAULT_RADIUS = 100
+MATCH_THRESHOLD = 0.5
+
+_HASH_SIZE = 96          # working size (longest side) for fingerprints
+_VERIFY_SIZE = 256       # working size for verification: label text must stay legible
+_CANVAS = 160            # verification canvas (the whole of the first picture)
+_GRID = 32               # window sampled to _GRID x _GRID before the DCT
+_LUMA_N, _CHROMA_N = 6, 4
+_N_COEF = _LUMA_N ** 2 + 2 * _CHROMA_N ** 2
+_STEP = 1 / 8            # quantisation step of the DCT coefficients
+_FRAME_TOL = 24          # max channel difference for "same colour" in frames and background
+_INK_LO, _INK_HI = 24.0, 64.0   # difference from the background mapped to ink 0..1
+_DETAIL = 60.0           # band-pass energy (7x7 mean) that counts as detail (edges, text)
+# Verification limits, chosen on benchmarks/image_recall.py (notes/images.md).
+_MAX_CONFLICT, _MAX_CHANGED, _MIN_CORRELATION, _MIN_OVERLAP = 0.005, 0.006, 0.8, 0.2
+
+# Horizontal frequency of every coefficient (cv2.dct puts it on the column axis): a mirror image
+# negates the odd ones.
+_U = np.concatenate([np.tile(np.arange(_LUMA_N), _LUMA_N), np.tile(np.arange(_CHROMA_N), 2 * _CHROMA_N)])
+_ODD = (_U % 2 == 1)
+_MIRROR_SIGN = np.where(_ODD, -1, 1).astype(np.int32)
+_INVARIANT = np.flatnonzero(~_ODD)
+
+
+class ImageRejected(Exception):
+    """A picture that cannot be fingerprinted; `reason` says why (missing, not an image, too big...)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------- the value object
+@dataclass(frozen=True, slots=True)
+class ImageFingerprint:
+    """Quantised low-frequency DCT coefficients of the normalised picture, in canonical orientation.
+
+    ``a - b`` is mirror-invariant: min over both orientations of the L1 distance between levels.
+    """
+
+    levels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.levels) != _N_COEF:
+            raise ValueError(f"an image fingerprint has {_N_COEF} levels, got {len(self.levels)}")
+
+    def __sub__(self, other: ImageFingerprint) -> int:
+        a = np.asarray(self.levels, dtype=np.int32)
+        b = np.asarray(other.levels, dtype=np.int32)
+        return int(min(np.abs(a - b).sum(), np.abs(a - b * _MIRROR_SIGN).sum()))
+
+    def __str__(self) -> str:
+        return np.asarray(self.levels, dtype=">i2").tobytes().hex()
+
+    @classmethod
+    def from_string(cls, text: str) -> ImageFingerprint:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError as exc:
+            raise ValueError(f"not an image fingerprint (hex expected): {text[:40]!r}") from exc
+        if len(raw) != 2 * _N_COEF:
+            raise ValueError(f"an image fingerprint is {4 * _N_COEF} hex digits, got {len(text)}")
+        return cls(tuple(int(v) for v in np.frombuffer(raw, dtype=">i2")))
+
+
+def _canonical(levels: np.ndarray) -> np.ndarray:
+    """The orientation whose first non-zero odd-frequency level is positive (mirror-canonical)."""
+    odd = levels[_ODD]
+    nonzero = np.flatnonzero(odd)
+    if len(nonzero) and odd[nonzero[0]] < 0:
+        return levels * _MIRROR_SIGN
+    return levels
+
+
+# ----------------------------------------------------------------------------- decoding
+def _read(path: Path) -> bytes:
+    text = str(path)
+    if text.startswith(("http://", "https://")) or text.startswith(("http:/", "https:/")):
+        # Path("http://x") collapses the double slash, hence the second test
+        raise ImageRejected("URL not fetched: image URLs are skipped, download the pictures into the bundle")
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageRejected("missing file") from None
+    except IsADirectoryError:
+        raise ImageRejected("not a file (a directory)") from None
+    except OSError as exc:
+        raise ImageRejected(f"unreadable file: {exc.strerror or exc}") from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # transparent product cut-outs are shown on white by every marketplace
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
+    """Decode to RGB uint8 with the longest side resized to `size` (JPEGs decoded at reduced scale)."""
+    if not data:
+        raise ImageRejected("empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageRejected(f"oversized: {width}x{height} pixels is over the limit of {max_pixels}")
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))
+            if im.getexif().get(0x0112, 1) != 1:   # EXIF orientation: show it as a viewer would
+                im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+            arr = np.asarray(im)
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected("decompression bomb: the declared size is too large") from None
+        except UnidentifiedImageError:
+            raise ImageRejected("not an image (unrecognised format)") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad input
+            raise ImageRejected(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+    h, w = arr.shape[:2]
+    if h < 8 or w < 8:
+        raise ImageRejected(f"too small to compare: {w}x{h} pixels")
+    scale = size / max(h, w)
+    if scale != 1:
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        arr = cv2.resize(arr, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=interp)
+    return np.ascontiguousarray(arr)
+
+
+# ----------------------------------------------------------------------------- normalisation
+@dataclass(frozen=True, slots=True)
+class _Normalised:
+    """A picture ready to hash or compare: background removed, with its window.
+
+    The white-balanced picture is ``pixels * gains`` (kept apart so that the fingerprint can
+    sample the window first and balance 32x32 pixels instead of the whole picture)."""
+
+    pixels: np.ndarray    # HxWx3, uint8 (uniform background) or float32 (background gradient removed)
+    gains: np.ndarray     # per-channel white balance
+    ink_rows: np.ndarray  # how much "ink" (difference from the background) each row holds
+    ink_cols: np.ndarray
+    window: tuple[float, float, float, float]   # centre y, centre x, half height, half width
+    paper: float          # the background value after white balance (255 for light backgrounds)
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.pixels * self.gains
+
+
+def _channel_max(x: np.ndarray) -> np.ndarray:
+    """Max over the last axis of length 3 (numpy's reduce over a short last axis is ~20x slower)."""
+    return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])
+
+
+def _channel_sum(x: np.ndarray) -> np.ndarray:
+    return x[..., 0] + x[..., 1] + x[..., 2]
+
+
+def _run(flags: np.ndarray) -> int:
+    """Length of the leading run of True."""
+    return len(flags) if flags.all() else int(np.argmin(flags))
+
+
+def _ring(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]]).astype(np.int16)
+
+
+def _near(a: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Pixels within _FRAME_TOL of colour in every channel."""
+    scalar = (*(float(c) for c in colour), 0.0)
+    return _channel_max(cv2.absdiff(np.ascontiguousarray(a), scalar)) <= _FRAME_TOL
+
+
+def _frame(a: np.ndarray, ring: np.ndarray, colour: np.ndarray) -> tuple[int, int, int, int]:
+    """Inside of an added border: a band of one colour, equally wide on at least three sides (the
+    fourth may run on into a background of nearly the same colour). Returns (top, bottom, left,
+    right). Equal margins of whitespace can pass for a border; peeling them costs nothing.
+    `ring` and `colour` are the outer ring and its median colour."""
+    h, w = a.shape[:2]
+    whole = (0, h, 0, w)
+    if np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) < 0.9:
+        return whole
+    near = _near(a, colour)
+    rows, cols = near.mean(1) >= 0.9, near.mean(0) >= 0.9
+    depth = max(2, min(h, w) // 5)
+    runs = [_run(rows[:depth]), _run(rows[::-1][:depth]), _run(cols[:depth]), _run(cols[::-1][:depth])]
+    width = min(runs)
+    if width == 0 or width >= depth or sum(r <= width + 1 for r in runs) < 3:
+        return whole
+    peel = width + max(2, min(h, w) // 48)       # and the anti-aliased seam
+    if h - 2 * peel < 16 or w - 2 * peel < 16:
+        return whole
+    return peel, h - peel, peel, w - peel
+
+
+def _gradient(sub: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Linear (in y and x) background per channel fitted to the outer ring, ignoring the pixels of
+    objects that touch it. Returns the HxWx3 model and whether the ring really is background."""
+    h, w = sub.shape[:2]
+    ys = np.concatenate([np.zeros(w), np.full(w, h - 1.0), np.arange(1, h - 1), np.arange(1, h - 1)]) / h - 0.5
+    xs = np.concatenate([np.arange(w), np.arange(w), np.zeros(h - 2), np.full(h - 2, w - 1.0)]) / w - 0.5
+    ring = _ring(sub).astype(np.float64)
+    design = np.stack([np.ones_like(ys), ys, xs], axis=1)
+    keep = _channel_max(np.abs(ring - np.median(ring, axis=0))) <= 2 * _FRAME_TOL
+    if keep.mean() < 0.5:
+        keep[:] = True
+    for _ in range(2):
+        coef = np.linalg.lstsq(design[keep], ring[keep], rcond=None)[0]
+        fits = _channel_max(np.abs(design @ coef - ring)) <= _FRAME_TOL
+        if fits.mean() < 0.5:
+            break
+        keep = fits
+    yy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None, None]
+    xx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :, None]
+    model = coef[0].astype(np.float32) + yy * coef[1].astype(np.float32) + xx * coef[2].astype(np.float32)
+    return model, bool(fits.mean() >= 0.5)
+
+
+def _weighted_quantiles(mass: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    cum = np.concatenate([[0.0], np.cumsum(mass, dtype=np.float64)])
+    return np.interp(np.asarray(qs) * cum[-1], cum, np.arange(len(mass) + 1, dtype=np.float64))
+
+
+# difference from the background (0..255) -> ink weight (0..40), a ramp from _INK_LO to _INK_HI
+_INK_LUT = np.clip(np.arange(256, dtype=np.float32) - _INK_LO, 0, _INK_HI - _INK_LO).astype(np.uint8)
+
+
+def _normalise(a: np.ndarray, *, keep_detail: bool) -> _Normalised:
+    """Peel a frame, flatten and white-balance the background, find the window (see module doc).
+
+    The window is always found on the median-filtered picture so that text does not move it;
+    `keep_detail` keeps the unfiltered pixels (verification needs the text)."""
+    ring = _ring(a)
+    colour = np.median(ring, axis=0)
+    top, bottom, left, right = _frame(a, ring, colour)
+    sub = np.ascontiguousarray(a[top:bottom, left:right])
+    smooth = cv2.medianBlur(sub, 3)
+    h, w = smooth.shape[:2]
+    if top:   # the background is what lies inside the frame
+        ring = _ring(smooth)
+        colour = np.median(ring, axis=0)
+    has_background = True
+    if np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) >= 0.9:     # uniform: the common case
+        paper_rgb = colour.astype(np.float32)
+        diff = _INK_LUT[_channel_max(cv2.absdiff(smooth, (*(float(c) for c in colour), 0.0)))]
+        pixels = sub if keep_detail else smooth
+    else:                       # a gradient (studio sweep), or no background at all
+        model, has_background = _gradient(smooth.astype(np.float32))
+        paper_rgb = model[h // 2, w // 2]
+        diff = _INK_LUT[np.clip(_channel_max(np.abs(smooth - model)), 0, 255).astype(np.uint8)]
+        pixels = (sub if keep_detail else smooth) - model + paper_rgb
+    gains = (255.0 / paper_rgb if paper_rgb.min() > 150 else np.ones(3)).astype(np.float32)
+    paper = float((paper_rgb * gains).mean())
+    rows, cols = diff.sum(1, dtype=np.float64), diff.sum(0, dtype=np.float64)
+    whole = (h / 2, w / 2, h / 2, w / 2)
+    if not has_background or rows.sum() < 4 * (_INK_HI - _INK_LO):
+        # a full-bleed photo (all of it is the product) or a blank picture
+        return _Normalised(pixels, gains, rows, cols, whole, paper)
+    y10, y50, y90 = _weighted_quantiles(rows, (0.1, 0.5, 0.9))
+    x10, x50, x90 = _weighted_quantiles(cols, (0.1, 0.5, 0.9))
+    return _Normalised(pixels, gains, rows, cols, (y50, x50, max(y90 - y10, 2.0), max(x90 - x10, 2.0)), paper)
+
+
+def _area_weights(lo: float, hi: float, length: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, length) box-filter weights sampling [lo, hi) into n cells, and each cell's share outside."""
+    edges = lo + (hi - lo) / n * np.arange(n + 1)
+    start, end = edges[:-1, None], edges[1:, None]
+    pix = np.arange(length)[None, :]
+    cover = np.clip(np.minimum(end, pix + 1) - np.maximum(start, pix), 0, None) / ((hi - lo) / n)
+    return cover.astype(np.float32), (1 - cover.sum(1)).astype(np.float32)
+
+
+def _sample_window(norm: _Normalised, n: int) -> np.ndarray:
+    """The window area-sampled to n x n x 3, white-balanced (exact to sub-pixel, so mirroring
+    commutes with it); what lies outside the picture is paper."""
+    cy, cx, hy, hx = norm.window
+    h, w = norm.pixels.shape[:2]
+    wy, out_y = _area_weights(cy - hy, cy + hy, h, n)
+    wx, out_x = _area_weights(cx - hx, cx + hx, w, n)
+    rows = (wy @ norm.pixels.reshape(h, w * 3).astype(np.float32)).reshape(n, w, 3)
+    grid = (rows.transpose(0, 2, 1).reshape(n * 3, w) @ wx.T).reshape(n, 3, n).transpose(0, 2, 1) * norm.gains
+    outside = 1 - (1 - out_y)[:, None] * (1 - out_x)[None, :]
+    return grid + outside[..., None] * norm.paper
+
+
+def _levels(norm: _Normalised) -> np.ndarray:
+    grid = _sample_window(norm, _GRID) / 255.0
+    r, g, b = grid[..., 0], grid[..., 1], grid[..., 2]
+    luma = cv2.dct(np.ascontiguousarray(0.299 * r + 0.587 * g + 0.114 * b, dtype=np.float32))
+    red_green = cv2.dct(np.ascontiguousarray(r - g, dtype=np.float32))
+    yellow_blue = cv2.dct(np.ascontiguousarray((r + g) / 2 - b, dtype=np.float32))
+    coef = np.concatenate([luma[:_LUMA_N, :_LUMA_N].ravel(), red_green[:_CHROMA_N, :_CHROMA_N].ravel(),
+                           yellow_blue[:_CHROMA_N, :_CHROMA_N].ravel()])
+    return np.clip(np.rint(coef / _STEP), -32768, 32767).astype(np.int32)
+
+
+def _fingerprint_data(data: bytes, max_pixels: int) -> ImageFingerprint:
+    norm = _normalise(_decode(data, _HASH_SIZE, max_pixels), keep_detail=False)
+    return ImageFingerprint(tuple(int(v) for v in _canonical(_levels(norm))))
+
+
+def fingerprint_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> ImageFingerprint:
+    """Fingerprint one picture file; raises ImageRejected(reason) if it cannot be read as one."""
+    return _fingerprint_data(_read(path), max_pixels)
+
+
+# ----------------------------------------------------------------------------- cache and batches
+class HashCache:
+    """Fingerprints by SHA-256 of the file bytes, in ``cache_dir / "image-hashes.sqlite"``.
+
+    Content-derived rejections (not an image, corrupt, oversized) are cached too: the same bytes
+    give the same answer. A second table remembers (path, size, mtime) -> digest so that an
+    unchanged file is not even read again. `cache_dir=None` keeps everything in memory.
+    """
+
+    def __init__(self, cache_dir: Path | None, *, max_pixels: int = MAX_PIXELS):
+        self.max_pixels = max_pixels
+        self.computed = 0          # fingerprints computed (not served from the cache)
+        self.hits = 0
+        self._key = f"v{ALGORITHM_VERSION}/px{max_pixels}"
+        self._db: sqlite3.Connection | None = None
+        self._memory: dict[str, str] = {}
+        self._stats: dict[tuple[str, int, int], str] = {}
+        if cache_dir is not None:
+            cache_dir = Path(cache_dir)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(cache_dir / "image-hashes.sqlite")
+            self._db.executescript(
+                "CREATE TABLE IF NOT EXISTS fingerprints (digest TEXT, algorithm TEXT, result TEXT,"
+                " PRIMARY KEY (digest, algorithm));"
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+                " digest TEXT);")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> HashCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # A stored result is "F:<fingerprint>" or "R:<reason>".
+    def lookup(self, digest: str) -> str | None:
+        if self._db is None:
+            return self._memory.get(digest)
+        row = self._db.execute("SELECT result FROM fingerprints WHERE digest = ? AND algorithm = ?",
+                               (digest, self._key)).fetchone()
+        return row[0] if row else None
+
+    def store(self, digest: str, result: str) -> None:
+        if self._db is None:
+            self._memory[digest] = result
+        else:
+            self._db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", (digest, self._key, result))
+
+    def known_digest(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        if self._db is None:
+            return self._stats.get((str(path), size, mtime_ns))
+        row = self._db.execute("SELECT digest FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
+                               (str(path), size, mtime_ns)).fetchone()
+        return row[0] if row else None
+
+    def remember_file(self, path: Path, size: int, mtime_ns: int, digest: str) -> None:
+        if self._db is None:
+            self._stats[(str(path), size, mtime_ns)] = digest
+        else:
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (str(path), size, mtime_ns, digest))
+
+    def commit(self) -> None:
+        if self._db is not None:
+            self._db.commit()
+
+
+def _result_of(data: bytes, max_pixels: int) -> str:
+    try:
+        return "F:" + str(_fingerprint_data(data, max_pixels))
+    except ImageRejected as exc:
+        return "R:" + exc.reason
+
+
+def _compute_batch(batch: list[tuple[str, str]], max_pixels: int) -> list[tuple[str, str]]:
+    """Worker: (path, digest) -> (digest, result). Reads the files itself to avoid shipping bytes."""
+    out = []
+    for path, digest in batch:
+        try:
+            out.append((digest, _result_of(Path(path).read_bytes(), max_pixels)))
+        except OSError as exc:
+            out.append((digest, f"R:unreadable file: {exc.strerror or exc}"))
+    return out
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def fingerprint_files(paths: Sequence[Path], cache: HashCache, *, workers: int = 1,
+                      progress: Callable[[str, int, int | None], None] | None = None,
+                      ) -> tuple[dict[Path, ImageFingerprint], dict[Path, str]]:
+    """Fingerprint many files, each distinct content once -> (fingerprints, rejected path -> reason)."""
+    fingerprints: dict[Path, ImageFingerprint] = {}
+    rejected: dict[Path, str] = {}
+    digest_of: dict[Path, str] = {}
+    data_of: dict[str, bytes] = {}      # only with workers == 1: bytes already read, hashed in-process
+    total = len(paths)
+    for path in paths:
+        text = str(path)
+        if text.startswith(("http://", "https://", "http:/", "https:/")):
+            rejected[path] = "URL not fetched: image URLs are skipped, download the pictures into the bundle"
+            continue
+        try:
+            st = os.stat(path)
+            digest = cache.known_digest(path, st.st_size, st.st_mtime_ns)
+            if digest is None:
+                data = _read(Path(path))
+                digest = hashlib.sha256(data).hexdigest()
+                cache.remember_file(path, st.st_size, st.st_mtime_ns, digest)
+                if workers <= 1:
+                    data_of[digest] = data
+        except FileNotFoundError:
+            rejected[path] = "missing file"
+            continue
+        except ImageRejected as exc:
+            rejected[path] = exc.reason
+            continue
+        except OSError as exc:
+            rejected[path] = f"unreadable file: {exc.strerror or exc}"
+            continue
+        digest_of[path] = digest
+
+    results: dict[str, str] = {}
+    todo: dict[str, Path] = {}
+    for path, digest in digest_of.items():
+        if digest in results or digest in todo:
+            continue
+        cached = cache.lookup(digest)
+        if cached is not None:
+            results[digest] = cached
+            cache.hits += 1
+        else:
+            todo[digest] = path
+    done = len(results)
+    if progress:
+        progress("images", done, total)
+    if workers > 1 and len(todo) > 1:
+        batches = list(_chunks([(str(p), d) for d, p in todo.items()], 64))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for batch_out in pool.map(_compute_batch, batches, [cache.max_pixels] * len(batches)):
+                for digest, result in batch_out:
+                    results[digest] = result
+                    cache.store(digest, result)
+                cache.computed += len(batch_out)
+                done += len(batch_out)
+                if progress:
+                    progress("images", done, total)
+    else:
+        for digest, path in todo.items():
+            data = data_of.pop(digest, None)
+            if data is None:
+                try:
+                    data = _read(path)
+                except ImageRejected as exc:
+                    results[digest] = "R:" + exc.reason
+                    continue
+            results[digest] = _result_of(data, cache.max_pixels)
+            cache.store(digest, results[digest])
+            cache.computed += 1
+            done += 1
+            if progress and done % 256 == 0:
+                progress("images", done, total)
+    cache.commit()
+    for path, digest in digest_of.items():
+        result = results[digest]
+        if result.startswith("F:"):
+            fingerprints[path] = ImageFingerprint.from_string(result[2:])
+        else:
+            rejected[path] = result[2:]
+    if progress:
+        progress("images", total, total)
+    return fingerprints, rejected
+
+
+# ----------------------------------------------------------------------------- candidate search
+def _level_matrix(fingerprints: Sequence[ImageFingerprint]) -> np.ndarray:
+    if not fingerprints:
+        return np.zeros((0, _N_COEF), np.int32)
+    return np.array([fp.levels for fp in fingerprints], dtype=np.int32)
+
+
+def image_candidates(fingerprints: Sequence[ImageFingerprint], *, radius: int) -> list[tuple[int, int, int]]:
+    """All index pairs (i < j) with ``fingerprints[i] - fingerprints[j] <= radius``, as (i, j, distance).
+
+    Exact, without comparing all pairs: see the module docstring (KD-tree over the coordinates a
+    mirror leaves unchanged, then an exact check of that superset)."""
+    levels = _level_matrix(fingerprints)
+    if len(levels) < 2:
+        return []
+    tree = cKDTree(levels[:, _INVARIANT].astype(np.float64))
+    pairs = tree.query_pairs(r=radius + 0.5, p=1, output_type="ndarray")   # +0.5: float rounding
+    if len(pairs) == 0:
+        return []
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    out: list[tuple[int, int, int]] = []
+    for start in range(0, len(pairs), 200_000):     # bounded memory for very dense inputs
+        part = pairs[start:start + 200_000]
+        a, b = levels[part[:, 0]], levels[part[:, 1]]
+        dist = np.minimum(np.abs(a - b).sum(1), np.abs(a - b * _MIRROR_SIGN).sum(1))
+        ok = dist <= radius
+        out.extend(zip(part[ok, 0].tolist(), part[ok, 1].tolist(), dist[ok].tolist(), strict=True))
+    return out
+
+
+# ----------------------------------------------------------------------------- verification
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A picture prepared for verification (compact: it may sit in an ImageVerifier's memory)."""
+
+    flat: np.ndarray       # HxWx3 uint8, background flattened and white-balanced
+    window: tuple[float, float, float, float]
+    paper: float
+    levels: np.ndarray     # levels as computed (not canonical), to pick the closer orientation
+
+
+@dataclass(frozen=True, slots=True)
+class _Comparison:
+    """What verification measured on the common canvas (all shares in [0, 1])."""
+
+    correlation: float     # ECC correlation of the aligned grey pictures
+    conflict: float        # share of content pixels where both have content, of different colour
+    changed: float         # share of the canvas where both have detail that does not correlate
+    overlap: float         # share of the canvas inside both fields of view
+
+
+def _prepare(path: Path) -> _Prepared:
+    norm = _normalise(_decode(_read(path), _VERIFY_SIZE, MAX_PIXELS), keep_detail=True)
+    flat = np.clip(norm.flat, 0, 255).astype(np.uint8)
+    return _Prepared(flat, norm.window, norm.paper, _levels(norm))
+
+
+def _affine(m: np.ndarray) -> np.ndarray:
+    return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def _window_to_picture(prep: _Prepared, mirror: bool) -> np.ndarray:
+    """3x3 map from window coordinates ([-1, 1] on both axes) to picture pixel centres."""
+    cy, cx, hy, hx = prep.window
+    sign = -1.0 if mirror else 1.0
+    return np.array([[sign * hx, 0, cx - 0.5], [0, hy, cy - 0.5], [0, 0, 1]], np.float64)
+
+
+def _canvas_to_picture(prep: _Prepared, size: int) -> np.ndarray:
+    """3x3 map from canvas pixel centres to picture pixel centres: the canvas is the whole picture."""
+    h, w = prep.flat.shape[:2]
+    return np.array([[w / size, 0, 0.5 * w / size - 0.5], [0, h / size, 0.5 * h / size - 0.5], [0, 0, 1]])
+
+
+def _warp(prep: _Prepared, to_picture: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Picture and field-of-view mask on a size x size canvas, for a 3x3 canvas -> picture map."""
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    matrix = to_picture[:2]
+    img = cv2.warpAffine(prep.flat, matrix, (size, size), flags=flags,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(prep.paper,) * 3).astype(np.float32)
+    ones = np.ones(prep.flat.shape[:2], np.uint8)
+    fov = cv2.warpAffine(ones, matrix, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return img, fov.astype(bool)
+
+
+def _grey(img: np.ndarray, size: int) -> np.ndarray:
+    small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(small @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0, (0, 0), 1.0)
+
+
+def _colour_fit(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, paper: float) -> np.ndarray:
+    """src with each channel scaled about the paper colour to best match dst on mask (two robust
+    passes). Anchoring at the paper keeps a recoloured product part from being fitted away."""
+    out = np.empty_like(src)
+    for c in range(3):
+        x, y = src[..., c][mask] - paper, dst[..., c][mask] - paper
+        keep = np.ones(len(x), bool)
+        gain = 1.0
+        for _ in range(2):
+            xs, ys = x[keep], y[keep]
+            if len(xs) < 16 or (xs ** 2).sum() < 1.0:
+                break
+            gain = float(np.clip((xs * ys).sum() / (xs ** 2).sum(), 0.75, 1.33))
+            keep = np.abs(gain * x - y) < 40
+        out[..., c] = paper + (src[..., c] - paper) * gain
+    return out
+
+
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
+
+
+def _best_dot(band: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest dot product of `band` with `other` shifted by up to one pixel: detail
+    counts as reproduced despite the sub-pixel misalignment left after ECC."""
+    h, w = band.shape[:2]
+    padded = np.pad(other, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    best = np.full((h, w), -np.inf, np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            np.maximum(best, (band * padded[dy:dy + h, dx:dx + w]).sum(2), out=best)
+    return best
+
+
+def _upscale(warp: np.ndarray, factor: float) -> np.ndarray:
+    """An affine map between canvases of one size, expressed for canvases `factor` times larger."""
+    scale = np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2], [0, 0, 1]])
+    return scale @ _affine(warp) @ np.linalg.inv(scale)
+
+
+def _align(pa: _Prepared, pb: _Prepared, img_a: np.ndarray, mirror: bool) -> tuple[np.ndarray, float]:
+    """3x3 map from A's canvas to B's picture, and the ECC correlation of the aligned pictures.
+
+    Starts from the window correspondence (canvas -> A's picture -> A's window coordinates -> B's
+    picture) and refines it by ECC (affine), coarse to fine so that a window moved by a watermark
+    or a crop still converges; B's pixels outside its picture are masked out."""
+    to_a = _canvas_to_picture(pa, _CANVAS)
+    to_b = _window_to_picture(pb, mirror) @ np.linalg.inv(_window_to_picture(pa, False)) @ to_a
+    img_b, fov_b = _warp(pb, to_b, _CANVAS)
+    warp = np.eye(3)
+    correlation = 0.0
+    for size in (_CANVAS // 4, _CANVAS // 2):
+        if size == _CANVAS // 2:
+            warp = _upscale(warp[:2], 2.0)
+        mask = cv2.resize(fov_b.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+        try:
+            correlation, found = cv2.findTransformECC(
+                _grey(img_a, size), _grey(img_b, size), warp[:2].astype(np.float32), cv2.MOTION_AFFINE,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), mask, 1)
+        except cv2.error:       # did not converge: keep what we have
+            break
+        if abs(found[0, 0] - 1) > 0.4 or abs(found[1, 1] - 1) > 0.4 or np.abs(found[:, 2]).max() > size / 4:
+            break               # ran away: not the same layout
+        warp = _affine(found.astype(np.float64))
+    return to_b @ _upscale(warp[:2], _CANVAS / (_CANVAS // 2)), float(correlation)
+
+
+def _measure(pa: _Prepared, pb: _Prepared, img_a: np.ndarray, fov_a: np.ndarray, to_b: np.ndarray,
+             correlation: float) -> _Comparison:
+    img_b, fov_b = _warp(pb, to_b, _CANVAS)
+    fov = cv2.erode((fov_a & fov_b).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    overlap = float(fov.mean())
+    if overlap < 0.2:
+        return _Comparison(correlation, 1.0, 1.0, overlap)
+    img_b = _colour_fit(img_b, img_a, fov, pa.paper)
+    # conflict: both pictures have content here, of another colour (a recoloured part); the
+    # opening drops thin strokes, i.e. a watermark drawn over the product
+    ink_a = _channel_max(np.abs(img_a - pa.paper)) > 40
+    ink_b = _channel_max(np.abs(img_b - pa.paper)) > 40
+    content = (ink_a | ink_b) & fov
+    differ = (_channel_max(np.abs(img_a - img_b)) > 48) & ink_a & ink_b & fov
+    conflict = cv2.morphologyEx(differ.astype(np.uint8), cv2.MORPH_OPEN, np.ones((4, 4), np.uint8))
+    # changed detail: both pictures have detail (edges, text) here but it does not correlate:
+    # another label text, another shape. A watermark over plain areas adds detail to one side only.
+    band_a = cv2.GaussianBlur(img_a, (0, 0), 0.8) - cv2.GaussianBlur(img_a, (0, 0), 2.0)
+    band_b = cv2.GaussianBlur(img_b, (0, 0), 0.8) - cv2.GaussianBlur(img_b, (0, 0), 2.0)
+    energy_a = cv2.boxFilter(_channel_sum(band_a * band_a), -1, (7, 7))
+    energy_b = cv2.boxFilter(_channel_sum(band_b * band_b), -1, (7, 7))
+    cross = cv2.boxFilter(_channel_sum(band_a * band_b), -1, (7, 7))
+    both = (energy_a > _DETAIL) & (energy_b > _DETAIL) & fov
+    changed = both & (cross < 0.3 * np.sqrt(energy_a * energy_b))
+    return _Comparison(correlation, float(conflict.sum() / max(content.sum(), 1)), float(changed.mean()),
+                       overlap)
+
+
+def _verdict(cmp: _Comparison) -> float:
+    """Score in [0, 1]; >= MATCH_THRESHOLD exactly when every measure is within its limit."""
+    badness = max(cmp.conflict / _MAX_CONFLICT, cmp.changed / _MAX_CHANGED,
+                  (1 - cmp.correlation) / (1 - _MIN_CORRELATION), _MIN_OVERLAP / max(cmp.overlap, 1e-6))
+    return float(np.clip(1.0 - badness / 2, 0.0, 1.0))
+
+
+def _compare(pa: _Prepared, pb: _Prepared) -> tuple[float, _Comparison]:
+    """Best (score, comparison) over the orientations worth trying."""
+    to_a = _canvas_to_picture(pa, _CANVAS)
+    img_a, fov_a = _warp(pa, to_a, _CANVAS)
+    straight = np.abs(pa.levels - pb.levels).sum()
+    mirrored = np.abs(pa.levels - pb.levels * _MIRROR_SIGN).sum()
+    order = [(False, straight), (True, mirrored)]
+    order.sort(key=lambda o: o[1])
+    best: tuple[float, _Comparison] | None = None
+    for mirror, distance in order:
+        # the farther orientation only when the nearer failed and the object is nearly symmetric
+        if best is not None and (best[0] >= MATCH_THRESHOLD or distance > 1.5 * order[0][1] + 20):
+            break
+        to_b, correlation = _align(pa, pb, img_a, mirror)
+        cmp = _measure(pa, pb, img_a, fov_a, to_b, correlation)
+        score = _verdict(cmp)
+        if best is None or score > best[0]:
+            best = (score, cmp)
+    assert best is not None
+    return best
+
+
+class ImageVerifier:
+    """Scores candidate pairs like `images_match`, keeping the last `keep` prepared pictures (about
+    200 kB each) so that a picture in many candidate pairs is decoded and normalised once."""
+
+    def __init__(self, keep: int = 512):
+        self.keep = keep
+        self._prepared: OrderedDict[Path, _Prepared] = OrderedDict()
+
+    def prepared(self, path: Path) -> _Prepared:
+        path = Path(path)
+        prep = self._prepared.get(path)
+        if prep is None:
+            prep = _prepare(path)
+            self._prepared[path] = prep
+            if len(self._prepared) > self.keep:
+                self._prepared.popitem(last=False)
+        else:
+            self._prepared.move_to_end(path)
+        return prep
+
+    def __call__(self, path_a: Path, path_b: Path) -> float:
+        return _compare(self.prepared(path_a), self.prepared(path_b))[0]
+
+
+def images_match(path_a: Path, path_b: Path) -> float:
+    """Verification score in [0, 1] that b is an edited copy of a (symmetric up to alignment);
+    MATCH_THRESHOLD separates. Raises ImageRejected if either picture cannot be read."""
+    return ImageVerifier(keep=2)(path_a, path_b)
+
+
+def match_decision(fp_a: ImageFingerprint, fp_b: ImageFingerprint, path_a: Path, path_b: Path, *,
+                   radius: int = DEFAULT_RADIUS, verifier: ImageVerifier | None = None) -> tuple[bool, int]:
+    """(same product picture?, fingerprint distance): within `radius` and verified by pixels."""
+    distance = fp_a - fp_b
+    if distance > radius:
+        return False, distance
+    score = (verifier or ImageVerifier(keep=2))(path_a, path_b)
+    return score >= MATCH_THRESHOLD, distance

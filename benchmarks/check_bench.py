@@ -1,0 +1,272 @@
+"""Index build time and size, check latency in-process and over HTTP, and throughput under concurrent load.
+
+    python benchmarks/check_bench.py --bundle /tmp/bench/m20k/bundle --db /tmp/bench/m20k.db
+    python benchmarks/check_bench.py --db /tmp/bench/m20k.db --checks 300 --clients 8 --duration 30
+    python benchmarks/check_bench.py --accuracy 5 --bundle /tmp/bench/m2k/bundle --db /tmp/bench/m2k-held.db
+
+The index is built with `assoc index add` (a subprocess: its wall time and peak RSS are its own)
+when --db does not exist yet. Candidates are new stores of --listings text-only listings: each
+carries the signals of a random indexed store (so it shares that store's keys, hubs and near-hub
+values included: the expensive case, with value support to compute) and listings taken from that
+store and from random others, under new ids. Everything talks to 127.0.0.1 only; the load phase
+is bounded by --duration and --clients.
+
+--accuracy N measures what is approximate: N stores are held out of the index, and for each one
+the check is compared with a full scan of the index plus that store (pairs, operator scores,
+linked decisions, catalog overlaps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from assoc import Settings
+from assoc.check import check_store
+from assoc.records import Product, Store
+from assoc.store import IndexStore, StoreRecord
+
+_LAUNCH = "from assoc.cli import main; main()"
+
+
+def build(bundle: Path, db: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _LAUNCH, "index", "add", str(bundle), "--db", str(db), "-q"], check=True)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with IndexStore.open(db) as index:
+        stats = index.stats(Settings().hub_cap)
+    return {"build_seconds": round(seconds, 1), "build_peak_rss_mb": round(peak_kb / 1024), **stats}
+
+
+def candidates(db: Path, count: int, listings: int, seed: int) -> list[dict[str, Any]]:
+    """New stores, as the stores.jsonl records an ERP would send."""
+    rng = random.Random(seed)
+    with IndexStore.open(db) as index:
+        ids = [s for (s,) in index.connection.execute("SELECT store_id FROM stores ORDER BY store_id")]
+        out = []
+        for number in range(count):
+            model = index.store_record(rng.choice(ids))
+            pool = list(model.products)
+            while len(pool) < 2 * listings:
+                pool += index.store_record(rng.choice(ids)).products
+            chosen = pool[: listings // 2] + rng.sample(pool[listings // 2:], listings - listings // 2)
+            store = Store(f"BENCH{number:05d}", "bench store", model.store.platform, model.store.country)
+            products = tuple(Product(store.store_id, f"P{n}", p.title, p.description, p.price, p.currency)
+                             for n, p in enumerate(chosen))
+            record = StoreRecord(store, model.root, model.signals, products)
+            out.append(_as_json(record))
+    return out
+
+
+def _as_json(record: StoreRecord) -> dict[str, Any]:
+    return {"store_id": record.store.store_id, "name": record.store.name, "platform": record.store.platform,
+            "country": record.store.country,
+            "signals": [{"kind": s.kind, "value": s.value, "seen_at": s.seen_at.isoformat() if s.seen_at else ""}
+                        for s in record.signals],
+            "products": [{"product_id": p.product_id, "title": p.title, "description": p.description,
+                          "price": p.price, "currency": p.currency} for p in record.products]}
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99),
+            "max_ms": round(1000 * ordered[-1], 2), "mean_ms": round(1000 * statistics.fmean(ordered), 2)}
+
+
+def in_process(db: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    from assoc.check import candidate_from_record, records_of
+
+    settings = Settings(cache_dir=None)
+    samples = []
+    linked = 0
+    with IndexStore.open(db) as index:
+        for warm in records[:5]:
+            check_store(index, records_of(candidate_from_record(warm, root=db.parent))[0], settings)
+        for record in records:
+            # Parsing and validation are part of a check's cost, as the server pays them too.
+            start = time.perf_counter()
+            candidate = records_of(candidate_from_record(record, root=db.parent))[0]
+            result = check_store(index, candidate, settings)
+            samples.append(time.perf_counter() - start)
+            linked += result.associated
+    return {**_percentiles(samples), "associated": linked}
+
+
+class _Server:
+    def __init__(self, db: Path):
+        self.token = secrets.token_hex(16)
+        env = {**os.environ, "ASSOC_TOKEN": self.token}
+        self.process = subprocess.Popen([sys.executable, "-c", _LAUNCH, "serve", "--db", str(db), "--port", "0",
+                                         "--host", "127.0.0.1"], env=env, stderr=subprocess.PIPE, text=True)
+        line = self.process.stderr.readline()
+        if not line.startswith("listening on"):
+            raise SystemExit(f"server did not start: {line}{self.process.stderr.read()}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def check(self, connection: http.client.HTTPConnection, body: bytes) -> int:
+        connection.request("POST", "/v1/check", body=body, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=60)
+
+
+def over_http(server: _Server, records: list[dict[str, Any]]) -> dict[str, Any]:
+    bodies = [json.dumps(r).encode() for r in records]
+    connection = server.connection()
+    for body in bodies[:5]:
+        server.check(connection, body)
+    samples, errors = [], 0
+    for body in bodies:
+        start = time.perf_counter()
+        errors += server.check(connection, body) != 200
+        samples.append(time.perf_counter() - start)
+    connection.close()
+    return {**_percentiles(samples), "errors": errors}
+
+
+def load(server: _Server, records: list[dict[str, Any]], clients: int, duration: float) -> dict[str, Any]:
+    bodies = [json.dumps(r).encode() for r in records]
+    lock = threading.Lock()
+    samples: list[float] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + duration
+
+    def client(number: int) -> None:
+        connection = server.connection()
+        k = number
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                status = server.check(connection, bodies[k % len(bodies)])
+            except (OSError, http.client.HTTPException) as exc:
+                status = repr(exc)
+                connection.close()
+                connection = server.connection()
+            elapsed = time.perf_counter() - start
+            with lock:
+                samples.append(elapsed)
+                if status != 200:
+                    errors.append(str(status))
+            k += clients
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - start
+    return {"clients": clients, "seconds": round(wall, 1), "requests": len(samples),
+            "throughput_per_s": round(len(samples) / wall, 1), "errors": len(errors), **_percentiles(samples)}
+
+
+def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]:
+    from assoc import read_bundle, scan
+    from assoc.check import records_of
+    from assoc.records import Bundle
+
+    settings = Settings(cache_dir=None)
+    bundle = read_bundle(bundle_dir)
+    chosen = random.Random(seed).sample(sorted(bundle.stores), held)
+
+    def without(drop: set[str]) -> Bundle:
+        return Bundle(root=bundle.root, stores={k: v for k, v in bundle.stores.items() if k not in drop},
+                      signals=[s for s in bundle.signals if s.store_id not in drop],
+                      products=[p for p in bundle.products if p.store_id not in drop])
+
+    if not db.exists():
+        with IndexStore.open(db, create=True) as index:
+            index.add_bundle(without(set(chosen)), settings)
+    records = {r.store.store_id: r for r in records_of(bundle)}
+    tally: dict[str, Any] = {"pairs_scan": 0, "pairs_check": 0, "pairs_both": 0, "operator_score_equal": 0,
+                             "linked_equal": 0, "overlap_abs_error": [], "check_ms": []}
+    with IndexStore.open(db) as index:
+        for store_id in chosen:
+            direct = {(p.store_a, p.store_b): p for p in scan(without(set(chosen) - {store_id}), settings).pairs
+                      if store_id in (p.store_a, p.store_b) and "via:cluster" not in p.reasons}
+            start = time.perf_counter()
+            checked = {(p.store_a, p.store_b): p for p in check_store(index, records[store_id], settings).pairs}
+            tally["check_ms"].append(1000 * (time.perf_counter() - start))
+            tally["pairs_scan"] += len(direct)
+            tally["pairs_check"] += len(checked)
+            for pair in set(direct) & set(checked):
+                a, b = direct[pair], checked[pair]
+                tally["pairs_both"] += 1
+                tally["operator_score_equal"] += abs(a.operator_score - b.operator_score) < 1e-9
+                tally["linked_equal"] += a.linked == b.linked
+                tally["overlap_abs_error"].append(abs((a.catalog_overlap or 0.0) - (b.catalog_overlap or 0.0)))
+    errors = tally.pop("overlap_abs_error")
+    tally["overlap_mae"] = round(statistics.fmean(errors), 4) if errors else 0.0
+    tally["overlap_max_error"] = round(max(errors), 4) if errors else 0.0
+    tally["check_ms"] = round(statistics.median(tally["check_ms"]), 1)
+    return tally
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, help="Build --db from this bundle first, if --db does not exist.")
+    parser.add_argument("--checks", type=int, default=300)
+    parser.add_argument("--listings", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    parser.add_argument("--accuracy", type=int, metavar="N", help="Compare N held-out stores' checks with scans.")
+    args = parser.parse_args(argv)
+    figures: dict[str, Any] = {}
+    if args.accuracy:
+        if args.bundle is None:
+            raise SystemExit("--accuracy needs --bundle")
+        figures["accuracy"] = accuracy(args.bundle, args.db, args.accuracy, args.seed)
+        print("accuracy", json.dumps(figures["accuracy"]), flush=True)
+        return
+    if not args.db.exists():
+        if args.bundle is None:
+            raise SystemExit(f"{args.db} does not exist: give --bundle to build it")
+        figures["build"] = build(args.bundle, args.db)
+        print("build", json.dumps(figures["build"]), flush=True)
+    records = candidates(args.db, args.checks, args.listings, args.seed)
+    figures["in_process"] = in_process(args.db, records)
+    print("in-process", json.dumps(figures["in_process"]), flush=True)
+    server = _Server(args.db)
+    try:
+        figures["http"] = over_http(server, records)
+        print("http", json.dumps(figures["http"]), flush=True)
+        figures["load"] = load(server, records, args.clients, args.duration)
+        print("load", json.dumps(figures["load"]), flush=True)
+    finally:
+        figures["server_exit_code"] = server.stop()
+    print("server exit code after SIGTERM", figures["server_exit_code"])
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
