@@ -38,3 +38,12 @@ def test_identity_bars(scores):
 
 def test_clusters_beat_the_all_singletons_baseline(scores):
     assert scores["bcubed_operators"]["f1"] > scores["bcubed_baseline_all_singletons"]["f1"] + 0.15
+
+
+def test_catalog_overlap_bars(scores):
+    catalog = scores["catalog_overlap"]
+    assert catalog["missing_from_pairs"] == 0 and catalog["present_without_value"] == 0
+    assert catalog["mae"] <= 0.03
+    assert catalog["decision_accuracy_at_0_30"] >= 0.98
+    assert catalog["spurious_ge_0_30_claims"] == 0
+    assert scores["recall_by_why"]["overlap_only"]["recall"] == 1.0
