@@ -55,8 +55,11 @@ FULL_SIMILARITY_MAX = 1000
 # of the groups that two or more stores share, and than COMMON_MIN_STORES.
 COMMON_FACTOR = 3.0
 COMMON_MIN_STORES = 5
-# Processes that hash pictures.
+# Processes that hash pictures, and that normalise text from PARALLEL_FROM listings on (below
+# that, starting processes costs more than it saves).
 IMAGE_WORKERS = 2
+TEXT_WORKERS = 2
+PARALLEL_FROM = 100_000
 # The title similarity below which two pictures alike do not make a match (see _Pictures.matches).
 IMAGE_TEXT_FLOOR = 0.2
 
@@ -136,7 +139,8 @@ def compare_catalogs(products: Sequence[Product], bundle_root: Path, settings: S
     index: TextIndex | None = None
     edges = _Edges.empty()
     if settings.use_text and n:
-        index = TextIndex.from_listings(((p.title, p.description) for p in products),
+        index = TextIndex.from_listings([(p.title, p.description) for p in products],
+                                        workers=TEXT_WORKERS if n >= PARALLEL_FROM else 1,
                                         progress=lambda done: progress("catalog: normalise text", done, n))
         progress("catalog: normalise text", n, n)
         found = index.matches(threshold=TEXT_THRESHOLD)

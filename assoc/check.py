@@ -58,6 +58,8 @@ _UNGROUPED = -(1 << 40)
 # of at most RARE_BLOCK_LISTINGS finds candidates on its own, others need two shared blocks (its rare_df).
 MAX_BLOCK_LISTINGS = 1000
 RARE_BLOCK_LISTINGS = 30
+# Indexed listings compared with each new listing at most: the group of most of its matches is chosen among them.
+MAX_COMPARED = 12
 
 
 class CandidateError(AssocError):
@@ -383,7 +385,9 @@ class _Check:
                 shared.update(ids)
                 if len(ids) <= RARE_BLOCK_LISTINGS:
                     rare.update(ids)
-            found.append({i for i, n in shared.items() if n >= 2} | rare)
+            # The listings sharing most blocks first: a listing's duplicates share its rarest words.
+            ranked = sorted({i for i, n in shared.items() if n >= 2} | rare, key=lambda i, c=shared: (-c[i], i))
+            found.append(set(ranked[:MAX_COMPARED]))
         candidates = self.index.listings(set().union(*found))
         weights = self._weights(texts, replaced, candidates.values())
         votes: list[Counter[int]] = []

@@ -39,6 +39,7 @@ import unicodedata
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -310,7 +311,7 @@ class Normaliser:
         self._starters = set(_STARTERS)  # raw tokens that may start a phrase
         self.vocabulary: list[str] = []  # id -> normalised token ("kind:value")
         self._facts: set[int] = set()  # ids of discriminating tokens (every kind but words)
-        self._keys: set[int] = set()  # ids of model codes and colours
+        self._keys: set[int] = set()  # ids of model codes and colours (a title's key)
 
     def _id(self, token: str | None) -> int:
         found = self._ids.get(token)
@@ -363,21 +364,20 @@ class Normaliser:
         out.discard(-1)
         return out
 
-    def parse(self, title: str, description: str = "") -> tuple[set[int], set[int], frozenset[int]]:
-        """Token ids of (title tokens, facts of title and description, title codes and colours)."""
+    def parse(self, title: str, description: str = "") -> tuple[set[int], set[int]]:
+        """Token ids of (title tokens, facts of title and description)."""
         tokens = self._token_ids(title)
         facts = tokens & self._facts
-        key = frozenset(facts & self._keys)
         if description and ":" in description:
             for value in _fact_values(description):
                 facts |= self._token_ids(value) & self._facts
-        return tokens, facts, key
+        return tokens, facts
 
     def normalise(self, title: str, description: str = "") -> ProductText:
-        tokens, facts, key = self.parse(title, description)
+        tokens, facts = self.parse(title, description)
         words = self.vocabulary
         return ProductText(frozenset(words[t] for t in tokens), frozenset(words[t] for t in facts),
-                           frozenset(words[t] for t in key))
+                           frozenset(words[t] for t in tokens & self._keys))
 
 
 def _fact_values(description: str) -> list[str]:
@@ -505,59 +505,112 @@ class _Flat:
         self.items.extend(items)
         self.counts.append(count)
 
-    def matrix(self, columns: int) -> sp.csr_matrix:
-        """Binary listings x tokens matrix."""
-        cols = np.frombuffer(self.items, dtype=np.int64) if len(self.items) else np.array([], np.int64)
+    def extend(self, other: _Flat, ids: np.ndarray) -> None:
+        """Append another's listings, its token ids mapped through `ids`."""
+        self.items.frombytes(ids[np.frombuffer(other.items, dtype=np.int64)].tobytes())
+        self.counts.extend(other.counts)
+
+    def matrix(self, columns: int, order: np.ndarray) -> sp.csr_matrix:
+        """Binary listings x tokens matrix, token id t in column order[t]."""
+        cols = order[np.frombuffer(self.items, dtype=np.int64)] if len(self.items) else np.array([], np.int64)
         indptr = np.r_[0, np.cumsum(np.frombuffer(self.counts, dtype=np.int64))] if len(self.counts) else np.zeros(1)
         m = sp.csr_matrix((np.ones(len(cols)), cols, indptr), shape=(len(self.counts), columns))
         m.sum_duplicates()
         return m
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """Some listings normalised by one Normaliser: their token ids and its vocabulary."""
+
+    tokens: _Flat
+    facts: _Flat
+    vocabulary: list[str]
+
+
+def _normalise_part(listings: Sequence[tuple[str, str]]) -> _Part:
+    """Normalise listings with a fresh Normaliser (a worker process's task)."""
+    normaliser = Normaliser()
+    tokens, facts = _Flat(), _Flat()
+    for title, description in listings:
+        t, f = normaliser.parse(title, description)
+        tokens.add(t, len(t))
+        facts.add(f, len(f))
+    return _Part(tokens, facts, normaliser.vocabulary)
+
+
+def _partition(x: sp.csr_matrix, is_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(partition id of each row: rows with the same key columns share one; whether the key is not empty)."""
+    keys = sp.csr_matrix(x[:, np.flatnonzero(is_key)])
+    counts = np.diff(keys.indptr)
+    width = int(counts.max()) if len(counts) else 0
+    padded = np.full((keys.shape[0], max(width, 1)), -1, dtype=np.int64)
+    rows = np.repeat(np.arange(keys.shape[0]), counts)
+    padded[rows, np.arange(len(rows)) - np.repeat(keys.indptr[:-1], counts)] = keys.indices  # sorted per row
+    _, partition = np.unique(padded, axis=0, return_inverse=True)
+    return partition.ravel().astype(np.int64), counts > 0
+
+
 class TextIndex:
     """The normalised texts of a collection, ready to be matched: IDF weights, sparse token vectors.
 
     Build it from ProductText values, or straight from (title, description) pairs with
-    `from_listings`, which keeps no per-listing objects (a scan has half a million listings).
+    `from_listings`, which keeps no per-listing objects (a scan has half a million listings)
+    and can spread the work over processes. Tokens are numbered in sorted order, so that the
+    index does not depend on how the work was split.
     """
 
     def __init__(self, texts: Iterable[ProductText]) -> None:
         ids: dict[str, int] = {}
-        tokens, facts, keys = _Flat(), _Flat(), {}
-        partition = []
+        tokens, facts = _Flat(), _Flat()
         for text in texts:
             tokens.add((ids.setdefault(t, len(ids)) for t in text.tokens), len(text.tokens))
             facts.add((ids.setdefault(t, len(ids)) for t in text.facts), len(text.facts))
-            partition.append(keys.setdefault(text.key, len(keys)))
-        self._build(tokens, facts, partition, keys.get(frozenset(), -1), list(ids))
+        self._build([_Part(tokens, facts, list(ids))])
 
     @classmethod
-    def from_listings(cls, listings: Iterable[tuple[str, str]], *, normaliser: Normaliser | None = None,
+    def from_listings(cls, listings: Sequence[tuple[str, str]], *, workers: int = 1, chunk: int = 50_000,
                       progress: Callable[[int], None] | None = None) -> TextIndex:
-        """Normalise (title, description) pairs and index them."""
-        normaliser = normaliser or Normaliser()
-        tokens, facts, keys = _Flat(), _Flat(), {}
-        partition = []
-        for done, (title, description) in enumerate(listings, start=1):
-            t, f, key = normaliser.parse(title, description)
-            tokens.add(t, len(t))
-            facts.add(f, len(f))
-            partition.append(keys.setdefault(key, len(keys)))
-            if progress is not None and done % 50_000 == 0:
-                progress(done)
+        """Normalise (title, description) pairs and index them, `chunk` at a time in `workers` processes."""
+        chunks = [listings[s:s + chunk] for s in range(0, len(listings), chunk)]
+        parts = []
+        if workers > 1 and len(chunks) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for part in pool.map(_normalise_part, chunks):
+                    parts.append(part)
+                    if progress is not None:
+                        progress(sum(len(p.tokens.counts) for p in parts))
+        else:
+            for chunk in chunks:
+                parts.append(_normalise_part(chunk))
+                if progress is not None:
+                    progress(sum(len(p.tokens.counts) for p in parts))
         index = cls.__new__(cls)
-        index._build(tokens, facts, partition, keys.get(frozenset(), -1), normaliser.vocabulary)
+        index._build(parts)
         return index
 
-    def _build(self, tokens: _Flat, facts: _Flat, partition: list[int], unkeyed: int, vocabulary: list[str]) -> None:
-        self.size = n = len(partition)
-        self.vocabulary = list(vocabulary)
-        self.partition = np.asarray(partition, dtype=np.int64)
-        self._keyed = self.partition != unkeyed  # the title names a code or a colour
+    def _build(self, parts: list[_Part]) -> None:
+        ids: dict[str, int] = {}
+        tokens, facts = _Flat(), _Flat()
+        for part in parts:
+            local = np.fromiter((ids.setdefault(t, len(ids)) for t in part.vocabulary), dtype=np.int64,
+                                count=len(part.vocabulary))
+            tokens.extend(part.tokens, local)
+            facts.extend(part.facts, local)
+        names = list(ids)  # in id order
+        by_name = np.argsort(np.array(names, dtype=object), kind="stable")
+        self.vocabulary = [names[i] for i in by_name]
+        order = np.empty(len(names), dtype=np.int64)  # id -> column of the sorted vocabulary
+        order[by_name] = np.arange(len(names))
+        self.size = n = len(tokens.counts)
+        width = len(self.vocabulary)
         kinds = np.array([t[0] for t in self.vocabulary], dtype="U1")
-        x = tokens.matrix(len(self.vocabulary))
+        x = tokens.matrix(width, order)
+        # The partition of a listing: its title's model codes and colours (the key).
+        self.partition, self._keyed = _partition(x, (kinds == "c") | (kinds == "o"))
         df = np.diff(sp.csc_matrix(x).indptr)
         self.weights = _idf(n, np.maximum(df, 1))
+        self.untitled = np.diff(x.indptr) == 0  # no title tokens: the text cannot say what it is
         x = sp.csr_matrix(x @ sp.diags(self.weights))
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
@@ -565,8 +618,8 @@ class TextIndex:
         self._is_key_token = (kinds != "c") & (kinds != "o")
         # Facts sit to the right of the token weights in one matrix, so that one elementwise
         # product of two rows gives a pair's dot product and its shared facts of every kind.
-        facts_matrix = facts.matrix(len(self.vocabulary))
-        kind_of = np.full(len(self.vocabulary), -1, dtype=np.int64)
+        facts_matrix = facts.matrix(width, order)
+        kind_of = np.full(width, -1, dtype=np.int64)
         for k, kind in enumerate(FACT_KINDS):
             kind_of[kinds == kind] = k
         self._fact_kind = kind_of
@@ -574,7 +627,6 @@ class TextIndex:
         self._fact_counts = np.zeros((n, len(FACT_KINDS)), dtype=np.int64)
         np.add.at(self._fact_counts, (rows, kind_of[facts_matrix.indices]), 1)
         self._both = sp.csr_matrix(sp.hstack([self._vectors, facts_matrix], format="csr"))
-        self.untitled = np.diff(x.indptr) == 0  # no title tokens: the text cannot say what it is
 
     def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """text_similarity (with this collection's IDF weights) of the pairs (left[k], right[k])."""

@@ -42,6 +42,27 @@ def digest(db: Path) -> str:
     return hashlib.sha256(json.dumps(dump, default=str).encode()).hexdigest()
 
 
+def wait_for_writes(process: subprocess.Popen, db: Path, existed: bool) -> float:
+    """Wait until the add starts writing (the file exists, or its WAL for an existing index); returns when."""
+    marker = Path(f"{db}-wal") if existed else db
+    while process.poll() is None and not marker.exists():
+        time.sleep(0.01)
+    return time.perf_counter()
+
+
+def committed(db: Path) -> str:
+    """What the killed run left: stores committed and the catalog state."""
+    if not db.exists():
+        return "nothing committed"
+    with sqlite3.connect(db) as connection:
+        try:
+            stores = connection.execute("SELECT count(*) FROM stores").fetchone()[0]
+            catalog = connection.execute("SELECT value FROM meta WHERE key = 'catalog'").fetchone()[0]
+        except sqlite3.Error:
+            return "empty file"
+    return f"{stores} stores committed, catalog {catalog}"
+
+
 def integrity(db: Path) -> str:
     with sqlite3.connect(db) as connection:
         return connection.execute("PRAGMA integrity_check").fetchone()[0]
@@ -67,11 +88,14 @@ def main(argv: list[str] | None = None) -> None:
         if start_db:
             shutil.copy(start_db, reference)
         began = time.perf_counter()
-        if add(args.bundle, reference, args.batch_size).wait() != 0:
+        process = add(args.bundle, reference, args.batch_size)
+        opened = wait_for_writes(process, reference, start_db is not None) - began
+        if process.wait() != 0:
             raise SystemExit("the uninterrupted add failed")
-        full = time.perf_counter() - began
+        full = time.perf_counter() - began - opened
         expected = digest(reference)
-        print(f"uninterrupted add: {full:.1f} s, content {expected[:16]}", flush=True)
+        print(f"uninterrupted add: {opened:.1f} s to read the bundle, {full:.1f} s writing; "
+              f"content {expected[:16]}", flush=True)
         failures = 0
         for trial in range(1, args.trials + 1):
             db = work / f"trial{trial}.db"
@@ -79,19 +103,23 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.copy(start_db, db)
             delay = rng.uniform(0.0, full)
             process = add(args.bundle, db, args.batch_size)
+            wait_for_writes(process, db, start_db is not None)
             time.sleep(delay)
             killed = process.poll() is None
             if killed:
                 process.send_signal(signal.SIGKILL)
             process.wait()
             check = integrity(db) if db.exists() else "ok (no file yet)"
+            state = committed(db)
             rerun = add(args.bundle, db, args.batch_size)
             code = rerun.wait()
+            if code != 0:
+                print(rerun.stderr.read().decode("utf-8", "replace")[-2000:], flush=True)
             same = code == 0 and digest(db) == expected
             ok = check.startswith("ok") and same
             failures += not ok
-            print(f"trial {trial:2d}: killed after {delay:5.1f} s{'' if killed else ' (had finished)'}; "
-                  f"integrity {check}; rerun exit {code}; identical to uninterrupted: {same}", flush=True)
+            print(f"trial {trial:2d}: killed {delay:5.1f} s into the writes{'' if killed else ' (had finished)'}, "
+                  f"{state}; integrity {check}; rerun exit {code}; identical to uninterrupted: {same}", flush=True)
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
         print(f"{args.trials - failures} of {args.trials} trials passed")

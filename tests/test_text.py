@@ -236,3 +236,12 @@ def test_index_from_listings_equals_index_of_texts():
     b = pairs_of(TextIndex.from_listings(listings).matches(threshold=THRESHOLD))
     assert a.keys() == b.keys()
     assert [a[p] for p in a] == pytest.approx([b[p] for p in a])
+
+
+def test_index_does_not_depend_on_how_the_work_is_split():
+    listings = [(t, "Colour: Red." if k % 5 == 0 else "") for k, t in enumerate(random_titles(9, 150))]
+    one = TextIndex.from_listings(listings)
+    split = TextIndex.from_listings(listings, workers=2, chunk=40)
+    assert one.vocabulary == split.vocabulary
+    a, b = one.matches(threshold=THRESHOLD), split.matches(threshold=THRESHOLD)
+    assert pairs_of(a) == pairs_of(b)  # bit for bit: tokens are numbered in sorted order
