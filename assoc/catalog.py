@@ -5,26 +5,31 @@ the rule marketplaces apply (30% and more: associated).
 
 1. Matches. Two listings match by text (assoc.text: the same title model codes and colours, no
    conflicting size, quantity or description fact, and an IDF-weighted title cosine of at least
-   TEXT_THRESHOLD), or by image: two of their pictures within the fingerprint radius of
-   assoc.images, confirmed by pixel verification, and text that does not contradict it (no
-   conflicting code, colour or size; an empty title contradicts nothing).
+   TEXT_THRESHOLD). Pictures rescue the text's near misses: listings whose texts agree on codes,
+   colours and facts and are at least IMAGE_TEXT_FLOOR similar match when two of their pictures
+   are within IMAGE_RADIUS (assoc.images fingerprints) and pixel verification confirms them. A
+   picture alone is not enough where there is text: family variants share one drawing, and
+   strangers' simple drawings collide. Listings without a title (or a scan without text) match
+   on pictures alone.
 2. Groups. Matches are not transitive. A short, generic title ("Red Camping Lantern") matches
    listings of several different products, and at 500,000 listings plain connected components
-   chain such matches into groups of thousands. Three steps keep variants and strangers apart:
+   chain such matches into groups of thousands. Three steps keep strangers and variants apart:
    a. a match counts only when the two listings' neighbourhoods agree: the Jaccard index of
       their closed neighbourhoods (the listing and all it matches) is at least SUPPORT. A listing
       that bridges two groups shares few neighbours with either and loses those matches;
    b. connected components of the matches that count;
-   c. a component that is not dense (fewer than DENSITY of its pairs match) is re-clustered by
-      average linkage on the exact similarity of all its pairs, cut at COHESION: a cluster joins
-      another only if their listings are similar on average, not through one link.
+   c. a component that is not dense (fewer than DENSITY of its pairs match), or whose listings
+      hold facts that may conflict (a "64GB" and a "128GB", each matching a listing that names
+      no capacity), is re-clustered by average linkage on the similarity of all its pairs, a
+      conflicting pair counting as a distance of 2, and cut at COHESION: clusters join when
+      their listings are alike on average, not through one link.
 3. Overlap. Duplicates inside one store count once (distinct groups). Every shared group counts,
    as the platform counts it; groups listed by more stores than `common_store_count` allows are
    "common" stock (supplier products that unrelated stores resell) and are reported apart, as
    weak evidence of a shared operator.
 
-Past normalisation everything is numpy arrays and scipy sparse matrices: 500,000 listings take
-seconds and a few hundred MB. The thresholds were chosen on the synthetic market (notes/catalog.md).
+Past normalisation everything is numpy arrays and scipy sparse matrices. The thresholds were
+measured on the synthetic market (notes/catalog.md).
 """
 
 from __future__ import annotations
@@ -60,8 +65,12 @@ COMMON_MIN_STORES = 5
 IMAGE_WORKERS = 2
 TEXT_WORKERS = 2
 PARALLEL_FROM = 100_000
-# The title similarity below which two pictures alike do not make a match (see _Pictures.matches).
+# Pictures confirm a match whose titles are at least IMAGE_TEXT_FLOOR similar (see _Pictures.matches)
+# if their fingerprints are within IMAGE_RADIUS and pixel verification agrees.
 IMAGE_TEXT_FLOOR = 0.2
+IMAGE_RADIUS = 40
+# Fingerprints this close are one picture: pixel verification would only cost time.
+IMAGE_SURE = 10
 
 # A pair similarity for many pairs at once: (left, right) -> similarity in [0, 1], or CONFLICT for
 # two listings whose texts name different codes, colours or sizes. CONFLICT is a distance of 2 in
@@ -137,14 +146,16 @@ def compare_catalogs(products: Sequence[Product], bundle_root: Path, settings: S
     stats: dict[str, int] = {"listings": n}
     rejected: list[RejectedRow] = []
     index: TextIndex | None = None
-    edges = _Edges.empty()
+    edges = near = _Edges.empty()
     if settings.use_text and n:
         index = TextIndex.from_listings([(p.title, p.description) for p in products],
                                         workers=TEXT_WORKERS if n >= PARALLEL_FROM else 1,
                                         progress=lambda done: progress("catalog: normalise text", done, n))
-        progress("catalog: normalise text", n, n)
-        found = index.matches(threshold=TEXT_THRESHOLD)
-        edges = _Edges(found.left, found.right, found.score)
+        # With pictures, the text's near misses are wanted too: a picture may confirm them.
+        found = index.matches(threshold=IMAGE_TEXT_FLOOR if settings.use_images else TEXT_THRESHOLD)
+        strong = found.score >= TEXT_THRESHOLD
+        edges = _Edges(found.left[strong], found.right[strong], found.score[strong])
+        near = _Edges(found.left[~strong], found.right[~strong], found.score[~strong])
         stats["text_candidates"] = found.candidates
         stats["text_matches"] = len(edges.left)
         progress("catalog: match text", n, n)
@@ -153,7 +164,7 @@ def compare_catalogs(products: Sequence[Product], bundle_root: Path, settings: S
         pictures = _Pictures.of(products, bundle_root, settings.cache_dir, progress)
         rejected.extend(pictures.rejected)
         stats.update(pictures.stats)
-        image_edges = pictures.matches(n, index, edges, stats)
+        image_edges = pictures.matches(n, index, near, stats)
         edges = edges.union(image_edges)
         progress("catalog: match images", n, n)
 
@@ -410,43 +421,63 @@ class _Pictures:
             return None
         return min(self.fingerprints[i] - self.fingerprints[j] for i in pa for j in pb)
 
-    def matches(self, n: int, index: TextIndex | None, text_edges: _Edges, stats: dict[str, int]) -> _Edges:
-        """Listing pairs whose pictures match and whose texts do not contradict it."""
-        candidates = images.image_candidates(self.fingerprints, radius=images.DEFAULT_RADIUS)
-        if not candidates:
-            return _Edges.empty()
-        pairs = np.array(candidates, dtype=np.int64)
-        pairs = pairs[np.argsort(pairs[:, 2], kind="stable")]  # closest pictures first
-        left, right = self.owner[pairs[:, 0]], self.owner[pairs[:, 1]]
-        lo, hi = np.minimum(left, right), np.maximum(left, right)
-        # one picture pair per listing pair (the closest), and none inside one listing
-        _, first = np.unique(lo * n + hi, return_index=True)
-        first = first[lo[first] != hi[first]]
-        lo, hi, picture_a, picture_b = lo[first], hi[first], pairs[first, 0], pairs[first, 1]
-        stats["image_candidates"] = len(lo)
+    def matches(self, n: int, index: TextIndex | None, near: _Edges, stats: dict[str, int]) -> _Edges:
+        """Listing pairs whose pictures match, confirmed pixel by pixel.
+
+        Pictures of one drawing in one colour are alike for family variants (another model code)
+        and for strangers (simple shapes on white), so a picture only confirms a text that names
+        the same codes and colours, has no conflicting fact, and shares some words (`near`: the
+        text matches below TEXT_THRESHOLD); a listing without a title has no text to confirm, and
+        neither has any listing when text is not compared. Searching the text's near misses, not
+        all pictures, also keeps this cheap.
+        """
+        pairs = []
         if index is not None:
-            # Pictures of one drawing in one colour are alike for family variants (another model
-            # code) and for strangers (simple shapes on white): a picture confirms a text that
-            # names the same codes and colours, without conflicting facts, and shares some words;
-            # a listing without a title has no text to confirm.
-            score, conflict = index.compare(lo, hi)
-            untitled = index.untitled
-            ok = ~conflict & ((score >= IMAGE_TEXT_FLOOR) | untitled[lo] | untitled[hi])
-            lo, hi, picture_a, picture_b = lo[ok], hi[ok], picture_a[ok], picture_b[ok]
-        # Pairs the text already matched need no pixel verification.
-        known = _matched(n, text_edges.left, text_edges.right, np.ones(len(text_edges.left)))(lo, hi) > 0
+            both = np.array([a in self._of_listing and b in self._of_listing
+                             for a, b in zip(near.left.tolist(), near.right.tolist(), strict=True)], dtype=bool)
+            pairs = [(a, b, *self._closest(a, b))
+                     for a, b in zip(near.left[both].tolist(), near.right[both].tolist(), strict=True)]
+            untitled = index.untitled[self.owner]
+            if untitled.any():  # these are compared with every picture
+                found = [(a, b) for a, b in self._picture_pairs()
+                         if untitled[a] or untitled[b]]
+                left = np.array([self.owner[a] for a, _ in found], dtype=np.int64)
+                right = np.array([self.owner[b] for _, b in found], dtype=np.int64)
+                ok = ~index.compare(left, right)[1] if len(found) else np.zeros(0, dtype=bool)
+                pairs += [(int(x), int(y), a, b) for x, y, (a, b), good in zip(left, right, found, ok, strict=True)
+                          if good]
+        else:
+            pairs = [(int(self.owner[a]), int(self.owner[b]), a, b) for a, b in self._picture_pairs()]
+        stats["image_candidates"] = len(pairs)
         verifier = images.ImageVerifier()
-        verified = np.zeros(len(lo), dtype=bool)
-        score = np.ones(len(lo))
+        matched: dict[tuple[int, int], float] = {}
         checked = 0
-        for k in np.flatnonzero(~known).tolist():
+        for a, b, picture_a, picture_b in pairs:
+            key = (min(a, b), max(a, b))
+            distance = self.fingerprints[picture_a] - self.fingerprints[picture_b]
+            if key in matched or a == b or distance > IMAGE_RADIUS:
+                continue
+            if distance <= IMAGE_SURE:
+                matched[key] = 1.0
+                continue
             try:
-                value = verifier(self.paths[picture_a[k]], self.paths[picture_b[k]])
+                matched[key] = verifier(self.paths[picture_a], self.paths[picture_b])
+                checked += 1
             except images.ImageRejected:
                 continue
-            checked += 1
-            verified[k] = value >= images.MATCH_THRESHOLD
-            score[k] = value
         stats["image_verified"] = checked
-        stats["image_matches"] = int(verified.sum())
-        return _Edges(lo[verified], hi[verified], score[verified])
+        good = sorted((a, b, value) for (a, b), value in matched.items() if value >= images.MATCH_THRESHOLD)
+        stats["image_matches"] = len(good)
+        if not good:
+            return _Edges.empty()
+        left, right, score = zip(*good, strict=True)
+        return _Edges(np.array(left, dtype=np.int64), np.array(right, dtype=np.int64), np.array(score))
+
+    def _closest(self, a: int, b: int) -> tuple[int, int]:
+        """The closest pair of pictures of listings a and b."""
+        return min(((i, j) for i in self._of_listing[a] for j in self._of_listing[b]),
+                   key=lambda ij: self.fingerprints[ij[0]] - self.fingerprints[ij[1]])
+
+    def _picture_pairs(self) -> list[tuple[int, int]]:
+        """Every pair of pictures within IMAGE_RADIUS."""
+        return [(i, j) for i, j, _ in images.image_candidates(self.fingerprints, radius=IMAGE_RADIUS)]

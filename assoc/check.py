@@ -10,18 +10,24 @@ Exact (same numbers as the scan, given the index's product groups):
   new ones, so a check sees the hubs a scan sees;
 - evidence: assoc.evidence.compare_pair on the same keys;
 - value support of each shared key held by 3..hub_cap stores: every holder pair of the key is
-  compared from the index (all the keys the two holders share, and their stored catalog
-  overlap), then assoc.evidence.value_support;
+  compared from the index (all the keys the two holders share, and their catalog overlap from
+  the stored groups), then assoc.evidence.value_support;
 - weights, probability and reasons: models.rules and the scan's own pair rule.
 
-Approximate (the catalog is global: one more store changes IDF weights, candidate search,
-grouping and the common-stock threshold of every listing):
+Approximate (the catalog is global: one more store changes IDF weights, candidate search and
+grouping of every listing):
+- listings are compared by text only; the scan also matches pictures (assoc.images), so a
+  listing that matches another by its picture alone is not found by a check;
 - each new listing is compared, with exact assoc.text.text_similarity and the IDF weights the
-  scan would use after adding it, to every indexed listing with the same title codes and colours
-  (a superset of the scan's candidate search), and joins the product group of most of its matches
-  (the scan's neighbourhood rule may split such a listing off instead); groups of indexed stores
-  are those of the last catalog refresh; the common-stock threshold is the stored one;
-- for value support, catalog overlaps between two indexed stores are the stored ones;
+  scan would use after adding it, to at most MAX_COMPARED indexed listings found through its
+  blocks (its rarest title tokens within the same model codes and colours, as the scan's own
+  candidate search), and joins the product group of most of its matches. The scan's
+  neighbourhood rule may instead split such a listing off, and a listing that matches two groups
+  may merge them in a scan (a group of 10 stores where the index has two of 6 and 5): then
+  the common-stock count of a pair differs (measured: notes/check.md);
+- groups of indexed stores are those of the last catalog refresh (`catalog_fresh` says whether
+  stores were written since); given those groups, group store counts and the common-stock
+  threshold are recomputed with the candidate in, as the scan computes them;
 - pairs linked only through a cluster (`via:cluster`) and path scores are not computed: the
   check reports direct pairs (identifier evidence and the catalog rule).
 """
@@ -56,7 +62,7 @@ from .text import Normaliser, ProductText, text_similarity
 _UNGROUPED = -(1 << 40)
 # A block of more listings than this is too common to search (assoc.text's max_df in spirit); a block
 # of at most RARE_BLOCK_LISTINGS finds candidates on its own, others need two shared blocks (its rare_df).
-MAX_BLOCK_LISTINGS = 1000
+MAX_BLOCK_LISTINGS = 200
 RARE_BLOCK_LISTINGS = 30
 # Indexed listings compared with each new listing at most: the group of most of its matches is chosen among them.
 MAX_COMPARED = 12

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def index_add(bundle: Path, db: Path, config: Path | None, skip_invalid: bool, n
         raise _Failure(f"{bundle}: {exc}") from exc
     except AssocError as exc:
         raise _Failure(str(exc)) from exc
+    except sqlite3.Error as exc:  # e.g. the disk is full, or another process holds a lock too long
+        raise _Failure(f"{db}: the index could not be written: {exc}; run the same command again") from exc
     if not quiet:
         click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged} stores"
                    + ("; catalog refreshed" if report.catalog_refreshed else ""))

@@ -67,11 +67,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.spatial import cKDTree
+
+from .errors import AssocError
 
 __all__ = [
     "ALGORITHM_VERSION", "DEFAULT_RADIUS", "MATCH_THRESHOLD", "MAX_PIXELS", "HashCache", "ImageFingerprint",
@@ -108,7 +111,7 @@ _ODD = (_U % 2 == 1)
 _MIRROR_SIGN = np.where(_ODD, -1, 1).astype(np.int32)
 
 
-class ImageRejected(Exception):
+class ImageRejected(AssocError):
     """A picture that cannot be fingerprinted; `reason` says why (missing, not an image, too big...)."""
 
     def __init__(self, reason: str):
@@ -125,6 +128,7 @@ class ImageFingerprint:
     """
 
     levels: tuple[int, ...]
+    SIZE: ClassVar[int] = _N_COEF
 
     def __post_init__(self) -> None:
         if len(self.levels) != _N_COEF:
@@ -137,6 +141,10 @@ class ImageFingerprint:
 
     def __str__(self) -> str:
         return np.asarray(self.levels, dtype=">i2").tobytes().hex()
+
+    def mirrored(self) -> ImageFingerprint:
+        """The fingerprint of the mirror image (odd horizontal frequencies negated)."""
+        return ImageFingerprint(tuple(int(v) for v in np.asarray(self.levels) * _MIRROR_SIGN))
 
     @classmethod
     def from_string(cls, text: str) -> ImageFingerprint:
@@ -159,11 +167,16 @@ def _canonical(levels: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- decoding
-def _read(path: Path) -> bytes:
-    text = str(path)
-    if text.startswith(("http://", "https://")) or text.startswith(("http:/", "https:/")):
-        # Path("http://x") collapses the double slash, hence the second test
+_URL_PREFIXES = ("http://", "https://", "http:/", "https:/")   # Path("http://x") keeps one slash
+
+
+def _refuse_url(path: Path) -> None:
+    if str(path).lower().startswith(_URL_PREFIXES):
         raise ImageRejected("URL not fetched: image URLs are skipped, download the pictures into the bundle")
+
+
+def _read(path: Path) -> bytes:
+    _refuse_url(path)
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -474,6 +487,11 @@ def _result_of(data: bytes, max_pixels: int) -> str:
         return "R:" + exc.reason
 
 
+def _single_threaded() -> None:
+    """Pool initializer: one worker per core, so OpenCV must not start threads of its own."""
+    cv2.setNumThreads(1)
+
+
 def _compute_batch(batch: list[tuple[str, str]], max_pixels: int) -> list[tuple[str, str]]:
     """Worker: (path, digest) -> (digest, result). Reads the files itself to avoid shipping bytes."""
     out = []
@@ -490,81 +508,73 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def _digest(path: Path, cache: HashCache) -> tuple[str, bytes | None]:
+    """SHA-256 of the file (from the cache's file table when size and mtime are unchanged) and
+    the bytes if they had to be read."""
+    _refuse_url(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageRejected("missing file") from None
+    except OSError as exc:
+        raise ImageRejected(f"unreadable file: {exc.strerror or exc}") from None
+    digest = cache.known_digest(path, st.st_size, st.st_mtime_ns)
+    if digest is not None:
+        return digest, None
+    data = _read(path)
+    digest = hashlib.sha256(data).hexdigest()
+    cache.remember_file(path, st.st_size, st.st_mtime_ns, digest)
+    return digest, data
+
+
 def fingerprint_files(paths: Sequence[Path], cache: HashCache, *, workers: int = 1,
                       progress: Callable[[str, int, int | None], None] | None = None,
                       ) -> tuple[dict[Path, ImageFingerprint], dict[Path, str]]:
-    """Fingerprint many files, each distinct content once -> (fingerprints, rejected path -> reason)."""
-    fingerprints: dict[Path, ImageFingerprint] = {}
+    """Fingerprint many files, each distinct content once -> (fingerprints, rejected path -> reason).
+
+    Never raises for a bad file: it lands in the second dict with the reason. With workers > 1
+    the contents not in the cache are fingerprinted by a process pool."""
     rejected: dict[Path, str] = {}
     digest_of: dict[Path, str] = {}
-    data_of: dict[str, bytes] = {}      # only with workers == 1: bytes already read, hashed in-process
+    results: dict[str, str] = {}        # digest -> "F:<fingerprint>" or "R:<reason>"
+    todo: dict[str, Path] = {}          # digest -> a path with that content, for the pool
     total = len(paths)
-    for path in paths:
-        text = str(path)
-        if text.startswith(("http://", "https://", "http:/", "https:/")):
-            rejected[path] = "URL not fetched: image URLs are skipped, download the pictures into the bundle"
-            continue
+    for done, path in enumerate(paths, 1):
         try:
-            st = os.stat(path)
-            digest = cache.known_digest(path, st.st_size, st.st_mtime_ns)
-            if digest is None:
-                data = _read(Path(path))
-                digest = hashlib.sha256(data).hexdigest()
-                cache.remember_file(path, st.st_size, st.st_mtime_ns, digest)
-                if workers <= 1:
-                    data_of[digest] = data
-        except FileNotFoundError:
-            rejected[path] = "missing file"
-            continue
+            digest, data = _digest(path, cache)
         except ImageRejected as exc:
             rejected[path] = exc.reason
             continue
-        except OSError as exc:
-            rejected[path] = f"unreadable file: {exc.strerror or exc}"
-            continue
         digest_of[path] = digest
-
-    results: dict[str, str] = {}
-    todo: dict[str, Path] = {}
-    for path, digest in digest_of.items():
         if digest in results or digest in todo:
             continue
         cached = cache.lookup(digest)
         if cached is not None:
             results[digest] = cached
             cache.hits += 1
-        else:
+        elif workers > 1:
             todo[digest] = path
-    done = len(results)
-    if progress:
-        progress("images", done, total)
-    if workers > 1 and len(todo) > 1:
+        else:
+            try:
+                results[digest] = _result_of(data if data is not None else _read(path), cache.max_pixels)
+            except ImageRejected as exc:       # vanished since it was looked at
+                results[digest] = "R:" + exc.reason
+            cache.store(digest, results[digest])
+            cache.computed += 1
+        if progress and done % 256 == 0:
+            progress("images", done - len(todo), total)
+    if todo:
         batches = list(_chunks([(str(p), d) for d, p in todo.items()], 64))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
             for batch_out in pool.map(_compute_batch, batches, [cache.max_pixels] * len(batches)):
                 for digest, result in batch_out:
                     results[digest] = result
                     cache.store(digest, result)
                 cache.computed += len(batch_out)
-                done += len(batch_out)
                 if progress:
-                    progress("images", done, total)
-    else:
-        for digest, path in todo.items():
-            data = data_of.pop(digest, None)
-            if data is None:
-                try:
-                    data = _read(path)
-                except ImageRejected as exc:
-                    results[digest] = "R:" + exc.reason
-                    continue
-            results[digest] = _result_of(data, cache.max_pixels)
-            cache.store(digest, results[digest])
-            cache.computed += 1
-            done += 1
-            if progress and done % 256 == 0:
-                progress("images", done, total)
+                    progress("images", total - len(todo) + cache.computed, total)
     cache.commit()
+    fingerprints: dict[Path, ImageFingerprint] = {}
     for path, digest in digest_of.items():
         result = results[digest]
         if result.startswith("F:"):

@@ -12,11 +12,13 @@ joins and group-bys that another engine could run unchanged in spirit:
     listing_blocks(block, listing_id)           a listing's rarest title tokens: where a check looks for matches
     listing_groups(listing_id, store_id, group_id)                      product groups
     groups        (group_id, stores)
-    catalog_pairs (store_a, store_b, overlap, shares, shared and common groups)
+    catalog_pairs (store_a, store_b, overlap, shares, shared and common groups)  for queries and reports
     product_images(store_id, product_id, position, path, digest), images(digest, fingerprint, rejected)
 
 Normalisation happens once, when a store is written: a check reads normalised keys, token
-frequencies, product groups and image hashes and never recomputes them for indexed stores.
+frequencies and product groups and never recomputes them for indexed stores. Pictures are
+fingerprinted (assoc.images) once per distinct file, for the image comparison that checks do not
+make yet (see assoc.check).
 
 Writes are idempotent and crash-safe. Each store carries a content hash: re-adding an unchanged
 store is a no-op, a changed store's rows are replaced. Stores are written in batches, one
@@ -639,16 +641,6 @@ class IndexStore:
             for posting in holders.values():
                 posting.times.sort()
             out[(kind, value)] = holders
-        return out
-
-    def catalog_pairs_of(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], PairOverlap]:
-        """Stored overlaps of the given pairs (those at or above the floor of the last catalog refresh)."""
-        out = {}
-        for pair in pairs:
-            row = self.connection.execute("SELECT * FROM catalog_pairs WHERE store_a = ? AND store_b = ?",
-                                          pair).fetchone()
-            if row is not None:
-                out[pair] = PairOverlap(*row)
         return out
 
     def place_listings(self, store_id: str, groups: dict[str, int], blocks: dict[str, list[int]],

@@ -205,7 +205,8 @@ def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]
             index.add_bundle(without(set(chosen)), settings)
     records = {r.store.store_id: r for r in records_of(bundle)}
     tally: dict[str, Any] = {"pairs_scan": 0, "pairs_check": 0, "pairs_both": 0, "operator_score_equal": 0,
-                             "linked_equal": 0, "overlap_abs_error": [], "check_ms": []}
+                             "linked_equal": 0, "operator_score_max_diff": 0.0, "overlap_abs_error": [],
+                             "check_ms": []}
     with IndexStore.open(db) as index:
         for store_id in chosen:
             direct = {(p.store_a, p.store_b): p for p in scan(without(set(chosen) - {store_id}), settings).pairs
@@ -218,7 +219,9 @@ def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]
             for pair in set(direct) & set(checked):
                 a, b = direct[pair], checked[pair]
                 tally["pairs_both"] += 1
-                tally["operator_score_equal"] += abs(a.operator_score - b.operator_score) < 1e-9
+                diff = abs(a.operator_score - b.operator_score)
+                tally["operator_score_equal"] += diff < 1e-9
+                tally["operator_score_max_diff"] = round(max(tally["operator_score_max_diff"], diff), 6)
                 tally["linked_equal"] += a.linked == b.linked
                 tally["overlap_abs_error"].append(abs((a.catalog_overlap or 0.0) - (b.catalog_overlap or 0.0)))
     errors = tally.pop("overlap_abs_error")
