@@ -9,8 +9,8 @@ the rule marketplaces apply (30% and more: associated).
    colours and facts and are at least IMAGE_TEXT_FLOOR similar match when two of their pictures
    are within IMAGE_RADIUS (assoc.images fingerprints) and pixel verification confirms them. A
    picture alone is not enough where there is text: family variants share one drawing, and
-   strangers' simple drawings collide. Listings without a title (or a scan without text) match
-   on pictures alone.
+   strangers' simple drawings collide. A listing without a title matches on pictures alone; a
+   scan without text takes only the pictures within IMAGE_SURE (too many pairs to verify).
 2. Groups. Matches are not transitive. A short, generic title ("Red Camping Lantern") matches
    listings of several different products, and at 500,000 listings plain connected components
    chain such matches into groups of thousands. Three steps keep strangers and variants apart:
@@ -35,7 +35,7 @@ measured on the synthetic market (notes/catalog.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from scipy.sparse.csgraph import connected_components
 from . import images
 from .records import Product, Progress, RejectedRow, no_progress
 from .settings import Settings
-from .text import TextIndex
+from .text import TextIndex, rowwise_dot
 
 TEXT_THRESHOLD = 0.55
 SUPPORT = 0.3
@@ -230,7 +230,7 @@ def group_listings(n: int, left: np.ndarray, right: np.ndarray, similarity: Pair
         adjacency = sp.csr_matrix(adjacency + sp.identity(n))
         adjacency.data[:] = 1.0  # a pair listed twice is still one match
         degree = np.diff(adjacency.indptr)
-        both = _rowwise_dot(adjacency, left, right)
+        both = rowwise_dot(adjacency, left, right)
         keep = both / (degree[left] + degree[right] - both) >= support
         left, right = left[keep], right[keep]
     _, labels = connected_components(sp.coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n)), directed=False)
@@ -259,31 +259,17 @@ def _recluster(labels: np.ndarray, left: np.ndarray, right: np.ndarray, similari
     members = np.argsort(labels, kind="stable")
     starts = np.searchsorted(labels[members], loose)
     groups = [members[start:start + size[c]] for c, start in zip(loose.tolist(), starts.tolist(), strict=True)]
-    # Every pair of every loose component, scored in one call (a call has a fixed cost).
-    small = [g for g in groups if len(g) <= FULL_SIMILARITY_MAX]
-    pairs = [np.triu_indices(len(g), 1) for g in small]
-    scores = similarity(np.concatenate([g[a] for g, (a, _) in zip(small, pairs, strict=True)]),
-                        np.concatenate([g[b] for g, (_, b) in zip(small, pairs, strict=True)])) if small else []
     # Cut every component's dendrogram where the average distance passes 1 - cohesion: the merges
     # below the cut, as edges between tree nodes (merge i of a component of k makes node k + i),
     # and one connected-components pass over all of them.
     merge_from: list[np.ndarray] = []
     merge_into: list[np.ndarray] = []
     leaves: list[np.ndarray] = []
-    offset = done = 0
-    for group in groups:
+    done: list[np.ndarray] = []  # the groups in the order they were scored
+    offset = 0
+    for group, score in _pair_scores(groups, left, right, similarity, n):
         k = len(group)
-        if k <= FULL_SIMILARITY_MAX:
-            score = scores[done:done + k * (k - 1) // 2]
-            done += k * (k - 1) // 2
-        else:  # only its matches: all pairs of a huge component would cost k^2
-            inside = np.isin(left, group)
-            position = np.full(n, -1)
-            position[group] = np.arange(k)
-            pa, pb = position[left[inside]], position[right[inside]]
-            lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-            score = np.zeros(k * (k - 1) // 2)
-            score[lo * k - lo * (lo + 1) // 2 + (hi - lo - 1)] = similarity(left[inside], right[inside])
+        done.append(group)
         tree = linkage(1.0 - score, method="average")
         below = np.flatnonzero(tree[:, 2] <= 1.0 - cohesion)
         merge_from += [tree[below, 0].astype(np.int64) + offset, tree[below, 1].astype(np.int64) + offset]
@@ -293,8 +279,43 @@ def _recluster(labels: np.ndarray, left: np.ndarray, right: np.ndarray, similari
     a, b = np.concatenate(merge_from), np.concatenate(merge_into)
     _, cluster = connected_components(sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(offset, offset)), directed=False)
     out = labels.copy()
-    out[np.concatenate(groups)] = int(labels.max()) + 1 + cluster[np.concatenate(leaves)]
+    out[np.concatenate(done)] = int(labels.max()) + 1 + cluster[np.concatenate(leaves)]
     return out
+
+
+def _pair_scores(groups: list[np.ndarray], left: np.ndarray, right: np.ndarray, similarity: PairSimilarity,
+                 n: int, batch: int = 2_000_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(group, similarity of its pairs in condensed order) for each group. Groups are scored
+    together, about `batch` pairs at a time: a call has a fixed cost, and all pairs at once would
+    not fit in memory on a large scan."""
+    pending: list[np.ndarray] = []
+    count = 0
+    for group in [*groups, None]:
+        k = 0 if group is None else len(group)
+        if pending and (group is None or count + k * (k - 1) // 2 > batch):
+            pairs = [np.triu_indices(len(g), 1) for g in pending]
+            scores = similarity(np.concatenate([g[a] for g, (a, _) in zip(pending, pairs, strict=True)]),
+                                np.concatenate([g[b] for g, (_, b) in zip(pending, pairs, strict=True)]))
+            done = 0
+            for g in pending:
+                size = len(g) * (len(g) - 1) // 2
+                yield g, scores[done:done + size]
+                done += size
+            pending, count = [], 0
+        if group is None:
+            break
+        if k > FULL_SIMILARITY_MAX:  # only its matches: all pairs of a huge component would cost k^2
+            inside = np.isin(left, group) & np.isin(right, group)
+            position = np.full(n, -1)
+            position[group] = np.arange(k)
+            pa, pb = position[left[inside]], position[right[inside]]
+            lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+            score = np.zeros(k * (k - 1) // 2)
+            score[lo * k - lo * (lo + 1) // 2 + (hi - lo - 1)] = similarity(left[inside], right[inside])
+            yield group, score
+        else:
+            pending.append(group)
+            count += k * (k - 1) // 2
 
 
 def common_store_count(group_stores: np.ndarray) -> int:
@@ -302,13 +323,6 @@ def common_store_count(group_stores: np.ndarray) -> int:
     shared = group_stores[group_stores >= 2]
     typical = float(np.median(shared)) if len(shared) else 2.0
     return max(COMMON_MIN_STORES, math.ceil(COMMON_FACTOR * typical))
-
-
-def _rowwise_dot(m: sp.csr_matrix, left: np.ndarray, right: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
-    out = np.empty(len(left), dtype=np.float64)
-    for s in range(0, len(left), chunk):
-        out[s:s + chunk] = np.asarray(m[left[s:s + chunk]].multiply(m[right[s:s + chunk]]).sum(axis=1)).ravel()
-    return out
 
 
 def _store_groups(store_of: np.ndarray, labels: np.ndarray, stores: int) -> sp.csr_matrix:
@@ -338,7 +352,7 @@ def _overlaps(table: sp.csr_matrix, common: np.ndarray, store_ids: list[str],
         overlap = count / np.minimum(sizes[a], sizes[b])
         keep = overlap >= floor
         a, b, count, overlap = a[keep], b[keep], count[keep], overlap[keep]
-        common_count = _rowwise_dot(common_table, a, b)
+        common_count = rowwise_dot(common_table, a, b)
         for i, j, c, o, k in zip(a.tolist(), b.tolist(), count.tolist(), overlap.tolist(), common_count.tolist(),
                                  strict=True):
             # store ids are sorted, so row i < column j means store_a < store_b
@@ -431,37 +445,40 @@ class _Pictures:
         neither has any listing when text is not compared. Searching the text's near misses, not
         all pictures, also keeps this cheap.
         """
-        pairs = []
+        pairs: list[tuple[int, int, int, int]] = []  # (listing, listing, picture, picture)
         if index is not None:
-            both = np.array([a in self._of_listing and b in self._of_listing
-                             for a, b in zip(near.left.tolist(), near.right.tolist(), strict=True)], dtype=bool)
+            shown = np.zeros(n, dtype=bool)
+            shown[self.owner] = True
+            both = shown[near.left] & shown[near.right]
             pairs = [(a, b, *self._closest(a, b))
                      for a, b in zip(near.left[both].tolist(), near.right[both].tolist(), strict=True)]
             untitled = index.untitled[self.owner]
             if untitled.any():  # these are compared with every picture
-                found = [(a, b) for a, b in self._picture_pairs()
-                         if untitled[a] or untitled[b]]
-                left = np.array([self.owner[a] for a, _ in found], dtype=np.int64)
-                right = np.array([self.owner[b] for _, b in found], dtype=np.int64)
-                ok = ~index.compare(left, right)[1] if len(found) else np.zeros(0, dtype=bool)
-                pairs += [(int(x), int(y), a, b) for x, y, (a, b), good in zip(left, right, found, ok, strict=True)
+                found = [(i, j) for i, j in self._picture_pairs(IMAGE_RADIUS) if untitled[i] or untitled[j]]
+                left = np.array([self.owner[i] for i, _ in found], dtype=np.int64)
+                right = np.array([self.owner[j] for _, j in found], dtype=np.int64)
+                ok = ~index.compare(left, right)[1]
+                pairs += [(int(a), int(b), i, j) for a, b, (i, j), good in zip(left, right, found, ok, strict=True)
                           if good]
         else:
-            pairs = [(int(self.owner[a]), int(self.owner[b]), a, b) for a, b in self._picture_pairs()]
+            # Without text every pair of pictures would need pixel verification: keep the sure
+            # ones (on the original m2k, within IMAGE_SURE: 16,990 same-product pairs, 712
+            # family variants, 25 strangers; within IMAGE_RADIUS: 52,074 / 2,360 / 52,132).
+            pairs = [(int(self.owner[i]), int(self.owner[j]), i, j) for i, j in self._picture_pairs(IMAGE_SURE)]
         stats["image_candidates"] = len(pairs)
         verifier = images.ImageVerifier()
         matched: dict[tuple[int, int], float] = {}
         checked = 0
-        for a, b, picture_a, picture_b in pairs:
+        for a, b, i, j in pairs:
             key = (min(a, b), max(a, b))
-            distance = self.fingerprints[picture_a] - self.fingerprints[picture_b]
+            distance = self.fingerprints[i] - self.fingerprints[j]
             if key in matched or a == b or distance > IMAGE_RADIUS:
                 continue
             if distance <= IMAGE_SURE:
                 matched[key] = 1.0
                 continue
             try:
-                matched[key] = verifier(self.paths[picture_a], self.paths[picture_b])
+                matched[key] = verifier(self.paths[i], self.paths[j])
                 checked += 1
             except images.ImageRejected:
                 continue
@@ -474,10 +491,12 @@ class _Pictures:
         return _Edges(np.array(left, dtype=np.int64), np.array(right, dtype=np.int64), np.array(score))
 
     def _closest(self, a: int, b: int) -> tuple[int, int]:
-        """The closest pair of pictures of listings a and b."""
-        return min(((i, j) for i in self._of_listing[a] for j in self._of_listing[b]),
-                   key=lambda ij: self.fingerprints[ij[0]] - self.fingerprints[ij[1]])
+        """The closest pair of pictures of listings a and b (most listings have one picture)."""
+        pa, pb = self._of_listing[a], self._of_listing[b]
+        if len(pa) == 1 and len(pb) == 1:
+            return pa[0], pb[0]
+        return min(((i, j) for i in pa for j in pb), key=lambda ij: self.fingerprints[ij[0]] - self.fingerprints[ij[1]])
 
-    def _picture_pairs(self) -> list[tuple[int, int]]:
-        """Every pair of pictures within IMAGE_RADIUS."""
-        return [(i, j) for i, j, _ in images.image_candidates(self.fingerprints, radius=IMAGE_RADIUS)]
+    def _picture_pairs(self, radius: int) -> list[tuple[int, int]]:
+        """Every pair of pictures within `radius`."""
+        return [(i, j) for i, j, _ in images.image_candidates(self.fingerprints, radius=radius)]

@@ -2,63 +2,67 @@
 
 Two listings show the same product when one picture is a seller's edit of the other: resized,
 recompressed, cropped, mirrored, colour-shifted, watermarked or framed. Look-alikes are not: the
-same drawing in another colour or with another label is a different product. The module answers
-in three steps, each cheaper than the next is strong:
+same drawing in another colour or with another label is a different product. Three steps, each
+more expensive and more exact than the one before:
 
-1. **Fingerprint** (`fingerprint_image`, ~1 ms). The picture is decoded straight to ~96 px
-   (JPEG DCT scaling via ``Image.draft``) and normalised: a uniform frame (an added border) is
-   peeled off; the background is modelled as a robust linear gradient fitted to the outer ring
-   and subtracted (white-balanced to white); a 3x3 median filter drops thin strokes (watermark
-   and label text); the *window* is centred on the weighted median of the remaining "ink" with
-   half-extents equal to its 10-90% inter-quantile range per axis. Whitespace, crops of
-   whitespace, borders, resizing (including aspect changes) and most watermarks therefore leave
-   the window on the same part of the product. The window is area-sampled to 32x32 and the
-   fingerprint is its low-frequency DCT: luma 6x6 and two opponent-colour channels 4x4 (68
-   coefficients), quantised in steps of 1/8 (`ImageFingerprint.levels`). Colour is in the
+1. **Fingerprint** (`fingerprint_image`, well under a millisecond of CPU). The picture is decoded
+   straight to ~96 px (JPEG DCT scaling via ``Image.draft``) and normalised: a uniform frame (an
+   added border) is peeled off; the background (its uniform colour, or a robust linear gradient
+   fitted to the outer ring) is removed and white-balanced to white; a 3x3 median filter drops
+   thin strokes (watermark and label text) before the *window* is placed: centred on the
+   weighted median of the remaining "ink", half-extents equal to its 10-90% inter-quantile range
+   per axis. Whitespace, crops of whitespace, borders, resizing (aspect changes included) and
+   most watermarks leave the window on the same part of the product. The window is area-sampled
+   to 32x32 and the fingerprint is its low-frequency DCT: luma 6x6 and two opponent-colour
+   channels 4x4 (68 coefficients) in steps of 1/8 (`ImageFingerprint.levels`). Colour is in the
    fingerprint because a grey-level hash cannot tell a red mug from the blue one.
-   A mirror image has the same coefficients with the odd horizontal frequencies negated, so the
-   fingerprint is stored in a canonical orientation and the distance is the smaller of the two
-   orientations: ``a - b`` is the L1 distance between quantised coefficients, which equals the
-   Hamming distance between their unary (thermometer) codes.
 
-   Why not a plain pHash: on the generated benchmark (benchmarks/image_recall.py) a 64-bit
-   pHash of the raw picture finds none of the cropped or bordered copies at FPR 1e-4, and even
-   of the normalised window it collides for different products of the same kind (simple
-   shapes on white have little grey-level structure); a 256-bit pHash of the window is too
-   sensitive to the few-percent shifts a watermark or crop leaves. Both figures are in
-   notes/images.md.
+   A mirror image has the same coefficients with the odd horizontal frequencies negated: the
+   fingerprint is stored in a canonical orientation and ``a - b`` is the smaller L1 distance of
+   the two orientations (equal to the Hamming distance of the levels' unary codes).
 
-2. **Candidates** (`image_candidates`). All pairs within `radius`, found without comparing all
-   pairs: a KD-tree (L1 metric) over the mirror-invariant coefficients (even horizontal
-   frequency) yields every pair whose distance on those coordinates is within the radius, a
-   superset of the answer since a sum over a subset of coordinates never exceeds the whole;
-   the superset is then checked exactly.
+   Why not imagehash's pHash: on benchmarks/image_recall.py, at FPR 1e-4, a 64-bit pHash of the
+   raw picture finds no cropped, bordered or mirrored copy, and a 256-bit pHash that compares the
+   mirror too finds no cropped or bordered one and a third of the watermarked; of the normalised
+   window, a grey-level pHash collides for different products of the same kind (simple shapes on
+   white) and a 256-bit one is too sensitive to the few-percent shifts a watermark or crop leaves.
+   notes/images.md has the figures.
 
-3. **Verification** (`images_match`, a few ms per pair). Both pictures are decoded at 128 px,
-   normalised as above, mapped onto a common canvas through their windows (mirrored when that
-   orientation is closer), and aligned by ECC (affine). After a per-channel gain/offset fit
-   (which absorbs a mild colour shift) two kinds of disagreement are measured inside the common
-   field of view: *conflict*, pixels where both pictures have content but of different colour
-   (a recoloured part, another geometry), and *replaced detail*, edges present in one picture
-   only, next to edges present in the other only (another label text at the same place). An
-   overlay (watermark) or a crop adds or removes detail on one side only and passes. The score
-   is 1 minus the larger normalised disagreement.
+2. **Candidates** (`image_candidates`): every pair within `radius`, exactly, without comparing
+   all pairs. Multi-index hashing needs a radius that is small against the code's entropy; these
+   fingerprints need radius ~100 on coefficients that vary by 5-20, so instead a KD-tree (L1)
+   runs over a 12-dimensional embedding whose distances never exceed the fingerprint distance
+   (`_bound_embedding`), and the superset it returns is checked exactly.
 
-`match_decision(fp_a, fp_b, path_a, path_b)` combines them: within `DEFAULT_RADIUS` and a
-verification score of at least `MATCH_THRESHOLD`. `ImageVerifier` keeps recently prepared
-pictures so a picture in many candidate pairs is decoded once.
+3. **Verification** (`images_match`, `ImageVerifier`; milliseconds per pair). Both pictures are
+   decoded at 256 px and normalised as above, without the median filter; B is mapped onto a
+   160 px canvas of A through the windows, in the orientation that fits better, and aligned by
+   coarse-to-fine ECC (affine, B's out-of-picture pixels masked). After a per-channel gain about
+   the paper colour (a mild colour shift), three measures decide, inside the common field of
+   view: *conflict*, the share of content where both pictures have content of another colour
+   (a recoloured part; an opening drops watermark strokes); *changed*, the share of the canvas
+   where both have band-pass detail that neither reproduces (another label text, another shape;
+   a semi-transparent watermark keeps the detail under it, a crop or an overlay adds or removes
+   detail on one side only); and the ECC correlation. The score is 1 - max(measure / limit) / 2,
+   so `MATCH_THRESHOLD` = 0.5 means every measure is within its limit.
+
+`match_decision(fp_a, fp_b, path_a, path_b)` is the combination: within `DEFAULT_RADIUS` and
+verified. An `ImageVerifier` keeps recently prepared pictures, so a picture in many candidate
+pairs is decoded once; grouping pictures with union-find and skipping candidate pairs already in
+one group saves most verifications of duplicated stock photos.
 
 Fingerprints are cached by SHA-256 of the file bytes (plus `ALGORITHM_VERSION` and the pixel
 limit) in ``cache_dir / "image-hashes.sqlite"``; a (path, size, mtime) table lets a rescan skip
-reading unchanged files. Bad inputs never raise out of `fingerprint_files`: URLs (not fetched),
-missing files, non-images, corrupt or truncated files and decompression bombs (pixel limit
-checked from the header before decoding) are returned with a reason.
+reading unchanged files. `fingerprint_files` never raises for a bad file: URLs (not fetched),
+missing files, non-images, corrupt or truncated files and decompression bombs (the pixel limit is
+checked against the header before decoding) come back with a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
 import sqlite3
 import warnings
@@ -98,11 +102,12 @@ _GRID = 32               # window sampled to _GRID x _GRID before the DCT
 _LUMA_N, _CHROMA_N = 6, 4
 _N_COEF = _LUMA_N ** 2 + 2 * _CHROMA_N ** 2
 _STEP = 1 / 8            # quantisation step of the DCT coefficients
+_POOL_MIN = 64           # fewer files than this are fingerprinted in-process (a pool costs ~1 s to start)
 _FRAME_TOL = 24          # max channel difference for "same colour" in frames and background
 _INK_LO, _INK_HI = 24.0, 64.0   # difference from the background mapped to ink 0..1
 _DETAIL = 60.0           # band-pass energy (7x7 mean) that counts as detail (edges, text)
 # Verification limits, chosen on benchmarks/image_recall.py (notes/images.md).
-_MAX_CONFLICT, _MAX_CHANGED, _MIN_CORRELATION, _MIN_OVERLAP = 0.005, 0.006, 0.8, 0.2
+_MAX_CONFLICT, _MAX_CHANGED, _MIN_CORRELATION, _MIN_OVERLAP = 0.005, 0.004, 0.8, 0.2
 
 # Horizontal frequency of every coefficient (cv2.dct puts it on the column axis): a mirror image
 # negates the odd ones.
@@ -228,7 +233,8 @@ def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         raise ImageRejected(f"too small to compare: {w}x{h} pixels")
     scale = size / max(h, w)
     if scale != 1:
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        # draft already reduced JPEGs to within 2x; area averaging is only worth its cost beyond
+        interp = cv2.INTER_AREA if scale < 0.6 else cv2.INTER_LINEAR
         arr = cv2.resize(arr, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=interp)
     return np.ascontiguousarray(arr)
 
@@ -277,26 +283,30 @@ def _near(a: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return _channel_max(cv2.absdiff(np.ascontiguousarray(a), scalar)) <= _FRAME_TOL
 
 
-def _frame(a: np.ndarray, ring: np.ndarray, colour: np.ndarray) -> tuple[int, int, int, int]:
-    """Inside of an added border: a band of one colour, equally wide on at least three sides (the
-    fourth may run on into a background of nearly the same colour). Returns (top, bottom, left,
-    right). Equal margins of whitespace can pass for a border; peeling them costs nothing.
-    `ring` and `colour` are the outer ring and its median colour."""
+def _frame(a: np.ndarray, colour: np.ndarray) -> tuple[int, int, int, int]:
+    """Inside of an added border of `colour` (the outer ring's, which is uniform): a band of one
+    colour, equally wide on at least three sides (the fourth may run on into a background of
+    nearly the same colour). Returns (top, bottom, left, right). Equal margins of whitespace can
+    pass for a border; peeling them costs nothing."""
     h, w = a.shape[:2]
-    whole = (0, h, 0, w)
-    if np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) < 0.9:
-        return whole
     near = _near(a, colour)
     rows, cols = near.mean(1) >= 0.9, near.mean(0) >= 0.9
     depth = max(2, min(h, w) // 5)
     runs = [_run(rows[:depth]), _run(rows[::-1][:depth]), _run(cols[:depth]), _run(cols[::-1][:depth])]
     width = min(runs)
     if width == 0 or width >= depth or sum(r <= width + 1 for r in runs) < 3:
-        return whole
+        return 0, h, 0, w
     peel = width + max(2, min(h, w) // 48)       # and the anti-aliased seam
     if h - 2 * peel < 16 or w - 2 * peel < 16:
-        return whole
+        return 0, h, 0, w
     return peel, h - peel, peel, w - peel
+
+
+def _uniform_ring(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The outer ring, its median colour, and whether 90% of it is within _FRAME_TOL of that."""
+    ring = _ring(a)
+    colour = np.median(ring, axis=0)
+    return ring, colour, bool(np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) >= 0.9)
 
 
 def _gradient(sub: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -336,17 +346,15 @@ def _normalise(a: np.ndarray, *, keep_detail: bool) -> _Normalised:
 
     The window is always found on the median-filtered picture so that text does not move it;
     `keep_detail` keeps the unfiltered pixels (verification needs the text)."""
-    ring = _ring(a)
-    colour = np.median(ring, axis=0)
-    top, bottom, left, right = _frame(a, ring, colour)
+    _, colour, uniform = _uniform_ring(a)
+    top, bottom, left, right = _frame(a, colour) if uniform else (0, a.shape[0], 0, a.shape[1])
     sub = np.ascontiguousarray(a[top:bottom, left:right])
     smooth = cv2.medianBlur(sub, 3)
     h, w = smooth.shape[:2]
     if top:   # the background is what lies inside the frame
-        ring = _ring(smooth)
-        colour = np.median(ring, axis=0)
+        _, colour, uniform = _uniform_ring(smooth)
     has_background = True
-    if np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) >= 0.9:     # uniform: the common case
+    if uniform:                 # one background colour: the common case
         paper_rgb = colour.astype(np.float32)
         diff = _INK_LUT[_channel_max(cv2.absdiff(smooth, (*(float(c) for c in colour), 0.0)))]
         pixels = sub if keep_detail else smooth
@@ -369,11 +377,11 @@ def _normalise(a: np.ndarray, *, keep_detail: bool) -> _Normalised:
 
 def _area_weights(lo: float, hi: float, length: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, length) box-filter weights sampling [lo, hi) into n cells, and each cell's share outside."""
-    edges = lo + (hi - lo) / n * np.arange(n + 1)
-    start, end = edges[:-1, None], edges[1:, None]
-    pix = np.arange(length)[None, :]
-    cover = np.clip(np.minimum(end, pix + 1) - np.maximum(start, pix), 0, None) / ((hi - lo) / n)
-    return cover.astype(np.float32), (1 - cover.sum(1)).astype(np.float32)
+    edges = (lo + (hi - lo) / n * np.arange(n + 1, dtype=np.float32))[:, None]
+    # covered[k, p]: how much of pixel p lies left of edge k; a cell covers the difference
+    covered = np.clip(edges - np.arange(length, dtype=np.float32)[None, :], 0, 1)
+    cover = np.diff(covered, axis=0) * (n / (hi - lo))
+    return cover, 1 - cover.sum(1)
 
 
 def _sample_window(norm: _Normalised, n: int) -> np.ndarray:
@@ -402,7 +410,7 @@ def _levels(norm: _Normalised) -> np.ndarray:
 
 def _fingerprint_data(data: bytes, max_pixels: int) -> ImageFingerprint:
     norm = _normalise(_decode(data, _HASH_SIZE, max_pixels), keep_detail=False)
-    return ImageFingerprint(tuple(int(v) for v in _canonical(_levels(norm))))
+    return ImageFingerprint(tuple(_canonical(_levels(norm)).tolist()))
 
 
 def fingerprint_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> ImageFingerprint:
@@ -552,7 +560,7 @@ def fingerprint_files(paths: Sequence[Path], cache: HashCache, *, workers: int =
         if cached is not None:
             results[digest] = cached
             cache.hits += 1
-        elif workers > 1:
+        elif workers > 1 and total >= _POOL_MIN:
             todo[digest] = path
         else:
             try:
@@ -565,7 +573,9 @@ def fingerprint_files(paths: Sequence[Path], cache: HashCache, *, workers: int =
             progress("images", done - len(todo), total)
     if todo:
         batches = list(_chunks([(str(p), d) for d, p in todo.items()], 64))
-        with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
+        # spawn, not fork: a child forked from a process whose OpenCV/BLAS threads hold a lock hangs
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded) as pool:
             for batch_out in pool.map(_compute_batch, batches, [cache.max_pixels] * len(batches)):
                 for digest, result in batch_out:
                     results[digest] = result
@@ -709,22 +719,6 @@ def _colour_fit(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, paper: float
     return out
 
 
-def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
-
-
-def _best_dot(band: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Per pixel, the largest dot product of `band` with `other` shifted by up to one pixel: detail
-    counts as reproduced despite the sub-pixel misalignment left after ECC."""
-    h, w = band.shape[:2]
-    padded = np.pad(other, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    best = np.full((h, w), -np.inf, np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            np.maximum(best, (band * padded[dy:dy + h, dx:dx + w]).sum(2), out=best)
-    return best
-
-
 def _upscale(warp: np.ndarray, factor: float) -> np.ndarray:
     """An affine map between canvases of one size, expressed for canvases `factor` times larger."""
     scale = np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2], [0, 0, 1]])
@@ -745,12 +739,15 @@ def _align(pa: _Prepared, pb: _Prepared, img_a: np.ndarray, mirror: bool) -> tup
     for size in (_CANVAS // 4, _CANVAS // 2):
         if size == _CANVAS // 2:
             warp = _upscale(warp[:2], 2.0)
+        grey_a, grey_b = _grey(img_a, size), _grey(img_b, size)
         mask = cv2.resize(fov_b.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
         try:
             correlation, found = cv2.findTransformECC(
-                _grey(img_a, size), _grey(img_b, size), warp[:2].astype(np.float32), cv2.MOTION_AFFINE,
+                grey_a, grey_b, warp[:2].astype(np.float32), cv2.MOTION_AFFINE,
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), mask, 1)
-        except cv2.error:       # did not converge: keep what we have
+        except cv2.error:       # did not converge: judge the alignment we have
+            moved = cv2.warpAffine(grey_b, warp[:2], (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            correlation = float(np.corrcoef(grey_a.ravel(), moved.ravel())[0, 1]) if moved.std() > 0 else 0.0
             break
         if abs(found[0, 0] - 1) > 0.4 or abs(found[1, 1] - 1) > 0.4 or np.abs(found[:, 2]).max() > size / 4:
             break               # ran away: not the same layout
@@ -781,7 +778,9 @@ def _measure(pa: _Prepared, pb: _Prepared, img_a: np.ndarray, fov_a: np.ndarray,
     energy_b = cv2.boxFilter(_channel_sum(band_b * band_b), -1, (7, 7))
     cross = cv2.boxFilter(_channel_sum(band_a * band_b), -1, (7, 7))
     both = (energy_a > _DETAIL) & (energy_b > _DETAIL) & fov
-    changed = both & (cross < 0.3 * np.sqrt(energy_a * energy_b))
+    # where B = (1 - alpha) A + watermark, A's detail survives in B with weight 1 - alpha >= 1/3:
+    # only detail that neither picture reproduces (weight < 1/4 both ways) has changed
+    changed = both & (cross < 0.25 * np.minimum(energy_a, energy_b))
     return _Comparison(correlation, float(conflict.sum() / max(content.sum(), 1)), float(changed.mean()),
                        overlap)
 
