@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from models import rules
 
@@ -57,7 +58,39 @@ def catalog_rule_confidence(overlap: float, threshold: float) -> float:
     return 1.0 / (1.0 + math.exp(-(overlap - threshold) / CATALOG_RULE_SCALE))
 
 
-def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress) -> ScanResult:
+@dataclass
+class Comparison:
+    """Everything the scoring step needs: each compared pair's evidence and how well each shared
+    value is corroborated. Built once; `decide` can score it with any scorer (the benchmarks and
+    `assoc train` score one comparison many times)."""
+
+    bundle: Bundle
+    evidence: dict[StorePair, list[Evidence]]
+    support: dict[tuple[str, str], float]
+    hubs: list[Hub]
+    catalog: CatalogResult | None
+    stats: dict[str, int]
+
+    def weighted(self) -> dict[StorePair, list[Evidence]]:
+        """Each pair's evidence weighed by the rule table (learned scorers use those weights as features)."""
+        return {pair: rules.weigh(evidence, self.support) for pair, evidence in self.evidence.items()}
+
+
+class Scorer(Protocol):
+    """Turns a pair's weighted evidence into P(same operator)."""
+
+    def probability(self, evidence: list[Evidence]) -> float: ...
+
+
+class RuleScorer:
+    """The transparent rule table (models/rules.py)."""
+
+    def probability(self, evidence: list[Evidence]) -> float:
+        return rules.probability(evidence)
+
+
+def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress) -> Comparison:
+    """Index the bundle, find candidate pairs, and collect each pair's evidence."""
     settings.validate()
     index = build_index(bundle, progress=progress)
     candidates = index.candidate_pairs(settings.hub_cap)
@@ -78,14 +111,23 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
     progress("compare pairs", len(pairs), len(pairs))
     # How well each shared value is corroborated is known only once every pair sharing it is compared.
     support = value_support(compared, rules.base_weight)
+    stats = {"signals": index.signal_count, "signals_without_information": index.dropped,
+             "candidate_pairs": len(candidates), **(catalog.stats if catalog else {})}
+    return Comparison(bundle=bundle, evidence=compared, support=support, hubs=index.hubs(settings.hub_cap),
+                      catalog=catalog, stats=stats)
+
+
+def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None = None) -> ScanResult:
+    """Score every compared pair, link, cluster, and keep the pairs worth reporting."""
+    scorer = scorer or RuleScorer()
+    overlaps = comparison.catalog.overlaps if comparison.catalog else {}
     scored: dict[StorePair, tuple[float, list[Evidence]]] = {}
-    for pair, evidence in compared.items():
-        weighted = rules.weigh(evidence, support)
-        scored[pair] = (rules.probability(weighted), weighted)
+    for pair, weighted in comparison.weighted().items():
+        scored[pair] = (scorer.probability(weighted), weighted)
 
     edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
     fragile = frozenset(pair for pair in edges
-                        if rules.probability(without_doubtful_values(scored[pair][1])) < settings.link_threshold)
+                        if scorer.probability(without_doubtful_values(scored[pair][1])) < settings.link_threshold)
     clusters, within = cluster_stores(edges, fragile)
     cluster_of = {store: c.cluster_id for c in clusters for store in c.members}
 
@@ -96,18 +138,22 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
         result = _pair_result(pair, operator_score, evidence, overlap, within.get(pair), cluster_of, settings)
         if result is not None:
             results.append(result)
-    stats = {"signals": index.signal_count, "signals_without_information": index.dropped,
-             "candidate_pairs": len(candidates), **(catalog.stats if catalog else {})}
+    bundle = comparison.bundle
     return ScanResult(
         store_count=len(bundle.stores),
         pairs=results,
         clusters=clusters,
-        hubs=index.hubs(settings.hub_cap),
-        rejected=list(bundle.rejected) + (catalog.rejected if catalog else []),
-        catalog=catalog,
+        hubs=comparison.hubs,
+        rejected=list(bundle.rejected) + (comparison.catalog.rejected if comparison.catalog else []),
+        catalog=comparison.catalog,
         bundle_root=bundle.root.resolve(),
-        stats=stats,
+        stats=comparison.stats,
     )
+
+
+def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress,
+         scorer: Scorer | None = None) -> ScanResult:
+    return decide(compare(bundle, settings, progress=progress), settings, scorer=scorer)
 
 
 def _pair_result(pair: StorePair, operator_score: float, evidence: list[Evidence], overlap: float | None,
