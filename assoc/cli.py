@@ -295,6 +295,9 @@ main.add_command(index_group)
 main.add_command(check_command)
 main.add_command(serve_command)
 
+from .cli_evaluate import evaluate_command  # noqa: E402, I001 - registered like collect
+main.add_command(evaluate_command)
+
 
 if __name__ == "__main__":
     main()
