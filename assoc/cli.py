@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from .bundle import read_bundle
+from .decisions import ReviewError, load_review, record_clusters
 from .errors import AssocError, BundleError, OutputError, SettingsError
 from .explain import Explanation, explain_pair
 from .records import Progress, no_progress
@@ -25,7 +26,7 @@ from .report import (
     write_scan_outputs,
 )
 from .report.html import MATCHES_PER_PAIR
-from .scan import scan
+from .scan import ScanResult, scan
 from .settings import Settings
 from .store import IndexStore
 
@@ -80,7 +81,10 @@ def main() -> None:
 @click.option("--out", "outdir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for pairs.csv, clusters.csv, hubs.csv and the rest (created if missing).")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
-              help="Scan the stores of this index (built by `assoc index add`) instead of BUNDLE.")
+              help="Scan the stores of this index (built by `assoc index add`) instead of BUNDLE, applying its "
+                   "reviewer decisions and recording its clusters for `assoc review --cluster`.")
+@click.option("--decisions", type=click.Path(path_type=Path, dir_okay=False),
+              help="Apply the reviewer decisions stored in this index file (`assoc review`) to a BUNDLE scan.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="TOML or JSON settings file; flags override it.")
 @click.option("--link-threshold", type=float, help="Probability at or above which a pair is linked [0.5].")
@@ -103,7 +107,7 @@ def main() -> None:
                    "always written. Repeatable.")
 @click.option("--reveal-pii", is_flag=True,
               help="Show payout accounts, phones, e-mails and tax ids unmasked in the report, exports and SARIF.")
-def scan_command(bundle: Path | None, outdir: Path, db: Path | None, config: Path | None,
+def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: Path | None, config: Path | None,
                  link_threshold: float | None,
                  catalog_threshold: float | None, hub_cap: int | None, no_images: bool, no_text: bool,
                  cache_dir: Path | None, no_cache: bool, skip_invalid: bool, as_json: bool, quiet: bool,
@@ -111,6 +115,8 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, config: Pat
     """Scan BUNDLE (a bundle directory or stores.jsonl), or the index --db, and write the results to --out."""
     if (bundle is None) == (db is None):
         raise _Failure("give either BUNDLE or --db INDEX", EXIT_INVALID)
+    if db is not None and decisions is not None:
+        raise _Failure("--decisions goes with BUNDLE; `scan --db` applies the decisions of its own index", EXIT_INVALID)
     try:
         settings = Settings.from_file(config) if config else Settings()
         changes: dict[str, Any] = {"skip_invalid": skip_invalid or settings.skip_invalid}
@@ -133,9 +139,16 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, config: Pat
         if db is not None:
             with IndexStore.open(db) as index:
                 data = index.load_bundle()
+                review = load_review(index)
         else:
             data = read_bundle(bundle, skip_invalid=settings.skip_invalid)
-        result = scan(data, settings, progress=progress)
+            review = None
+            if decisions is not None:
+                with IndexStore.open(decisions) as index:
+                    review = load_review(index)
+        result = scan(data, settings, progress=progress, review=review)
+        if db is not None:
+            _record_clusters(db, result)
         summary = write_scan_outputs(result, outdir, settings)
         extras = _write_reviews(outdir, html=with_report or "html" in formats, sarif="sarif" in formats,
                                 export=with_export, reveal_pii=reveal_pii, progress=progress)
@@ -150,6 +163,15 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, config: Pat
     elif not quiet:
         click.echo(_render_summary(summary, outdir))
         _echo_written(extras)
+
+
+def _record_clusters(db: Path, result: ScanResult) -> None:
+    """Remember the scan's clusters in the index for `assoc review --cluster`; a read-only index still scans."""
+    try:
+        with IndexStore.open(db) as index:
+            record_clusters(index, result.clusters)
+    except ReviewError as exc:
+        click.echo(f"warning: {exc}; `assoc review --cluster` will not know this scan's clusters", err=True)
 
 
 def _write_reviews(outdir: Path, *, html: bool, sarif: bool, export: bool, reveal_pii: bool,
@@ -297,6 +319,9 @@ main.add_command(serve_command)
 
 from .cli_evaluate import evaluate_command  # noqa: E402, I001 - registered like collect
 main.add_command(evaluate_command)
+
+from .cli_review import review_group  # noqa: E402, I001 - registered like collect
+main.add_command(review_group)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ IP, a carrier NAT, a forwarder's warehouse) and produces no pairs at all; it is 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -49,21 +50,25 @@ class SignalIndex:
     def stores_sharing(self, key: IndexKey) -> int:
         return len(self.postings.get(key, ()))
 
-    def hubs(self, cap: int) -> list[Hub]:
-        """Keys held by more than `cap` stores, most widely shared first."""
+    def hubs(self, cap: int, *, marked: Mapping[IndexKey, str] | None = None) -> list[Hub]:
+        """Keys held by more than `cap` stores, most widely shared first; also every `marked` key that a store
+        holds, with its note (values a reviewer marked as shared infrastructure, assoc.decisions)."""
+        marked = marked or {}
         found = [
-            Hub(kind, value, len(holders), self.weak_notes.get((kind, value), ""))
+            Hub(kind, value, len(holders), marked.get((kind, value)) or self.weak_notes.get((kind, value), ""))
             for (kind, value), holders in self.postings.items()
-            if len(holders) > cap
+            if len(holders) > cap or (kind, value) in marked
         ]
         return sorted(found, key=lambda h: (-h.stores, h.kind, h.value))
 
-    def candidate_pairs(self, cap: int) -> dict[StorePair, list[IndexKey]]:
-        """Every store pair that shares at least one key held by 2..cap stores, with the keys it shares."""
+    def candidate_pairs(self, cap: int, *, exclude: Container[IndexKey] = frozenset()
+                        ) -> dict[StorePair, list[IndexKey]]:
+        """Every store pair that shares at least one key held by 2..cap stores and not in `exclude` (hubs by
+        a reviewer's decision), with the keys it shares."""
         shared: dict[StorePair, list[IndexKey]] = defaultdict(list)
         for key in sorted(self.postings):
             holders = self.postings[key]
-            if 2 <= len(holders) <= cap:
+            if 2 <= len(holders) <= cap and key not in exclude:
                 for pair in combinations(sorted(holders), 2):
                     shared[pair].append(key)
         return shared

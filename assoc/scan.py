@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from models import rules
 
@@ -19,6 +19,9 @@ from .evidence import Evidence, catalog_evidence, compare_pair, value_support, w
 from .index import Hub, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .decisions import ReviewState, Verdict
 
 # How sharply the catalog rule's confidence rises around the threshold: measured overlap is
 # an estimate, so a pair just at the threshold is a coin flip and 0.07 above it is 0.9.
@@ -89,11 +92,15 @@ class RuleScorer:
         return rules.probability(evidence)
 
 
-def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress) -> Comparison:
-    """Index the bundle, find candidate pairs, and collect each pair's evidence."""
+def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress,
+            review: ReviewState | None = None) -> Comparison:
+    """Index the bundle, find candidate pairs, and collect each pair's evidence.
+
+    Values a reviewer marked as shared infrastructure (`review`, assoc.decisions) are hubs."""
     settings.validate()
     index = build_index(bundle, progress=progress)
-    candidates = index.candidate_pairs(settings.hub_cap)
+    marked = review.shared_keys if review is not None else {}
+    candidates = index.candidate_pairs(settings.hub_cap, exclude=marked)
     catalog = None
     if bundle.products:
         catalog = compare_catalogs(bundle.products, bundle.root, settings, progress=progress)
@@ -113,12 +120,15 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
     support = value_support(compared, rules.base_weight)
     stats = {"signals": index.signal_count, "signals_without_information": index.dropped,
              "candidate_pairs": len(candidates), **(catalog.stats if catalog else {})}
-    return Comparison(bundle=bundle, evidence=compared, support=support, hubs=index.hubs(settings.hub_cap),
-                      catalog=catalog, stats=stats)
+    return Comparison(bundle=bundle, evidence=compared, support=support,
+                      hubs=index.hubs(settings.hub_cap, marked=marked), catalog=catalog, stats=stats)
 
 
-def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None = None) -> ScanResult:
-    """Score every compared pair, link, cluster, and keep the pairs worth reporting."""
+def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None = None,
+           review: ReviewState | None = None) -> ScanResult:
+    """Score every compared pair, link, cluster, and keep the pairs worth reporting.
+
+    Reviewer decisions (`review`, assoc.decisions) confirm or dismiss pairs before clustering."""
     scorer = scorer or RuleScorer()
     overlaps = comparison.catalog.overlaps if comparison.catalog else {}
     scored: dict[StorePair, tuple[float, list[Evidence]]] = {}
@@ -126,8 +136,12 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
         scored[pair] = (scorer.probability(weighted), weighted)
 
     edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
-    fragile = frozenset(pair for pair in edges
-                        if scorer.probability(without_doubtful_values(scored[pair][1])) < settings.link_threshold)
+    verdicts: dict[StorePair, Verdict] = {}
+    if review is not None:
+        verdicts = review.verdicts(scored, settings.link_threshold)
+        edges = review.edges(edges, verdicts, settings.link_threshold)
+    fragile = frozenset(pair for pair in edges if not (pair in verdicts and verdicts[pair].forced)
+                        and scorer.probability(without_doubtful_values(scored[pair][1])) < settings.link_threshold)
     clusters, within = cluster_stores(edges, fragile)
     cluster_of = {store: c.cluster_id for c in clusters for store in c.members}
 
@@ -135,7 +149,8 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
     for pair in sorted(set(scored) | set(within)):
         operator_score, evidence = scored.get(pair, (0.0, []))
         overlap = overlaps[pair].overlap if pair in overlaps else None
-        result = _pair_result(pair, operator_score, evidence, overlap, within.get(pair), cluster_of, settings)
+        result = _pair_result(pair, operator_score, evidence, overlap, within.get(pair), cluster_of, settings,
+                              verdicts.get(pair))
         if result is not None:
             results.append(result)
     bundle = comparison.bundle
@@ -152,24 +167,28 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
 
 
 def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress,
-         scorer: Scorer | None = None) -> ScanResult:
-    return decide(compare(bundle, settings, progress=progress), settings, scorer=scorer)
+         scorer: Scorer | None = None, review: ReviewState | None = None) -> ScanResult:
+    return decide(compare(bundle, settings, progress=progress, review=review), settings, scorer=scorer, review=review)
 
 
 def _pair_result(pair: StorePair, operator_score: float, evidence: list[Evidence], overlap: float | None,
-                 path_score: float | None, cluster_of: dict[str, str], settings: Settings) -> PairResult | None:
+                 path_score: float | None, cluster_of: dict[str, str], settings: Settings,
+                 verdict: Verdict | None = None) -> PairResult | None:
     store_a, store_b = pair
     cluster_id = cluster_of.get(store_a, "")
     same_cluster = bool(cluster_id) and cluster_id == cluster_of.get(store_b)
-    rule = overlap is not None and overlap >= settings.catalog_threshold
-    direct = operator_score >= settings.link_threshold
-    score = operator_score
+    forced = verdict.linked if verdict is not None and verdict.forced else None  # a reviewer's confirm/dismiss
+    rule = overlap is not None and overlap >= settings.catalog_threshold and forced is not False
+    direct = operator_score >= settings.link_threshold if forced is None else forced
+    score = operator_score if forced is not False else 0.0
     if rule:
         score = max(score, catalog_rule_confidence(overlap, settings.catalog_threshold))
+    if forced:
+        score = max(score, settings.link_threshold)
     if same_cluster and path_score is not None:
         score = max(score, path_score)
     linked = direct or rule or same_cluster
-    reportable = linked or score >= settings.report_floor or (
+    reportable = linked or verdict is not None or score >= settings.report_floor or (
         overlap is not None and overlap >= settings.catalog_report_floor)
     if not reportable:
         return None
@@ -178,6 +197,8 @@ def _pair_result(pair: StorePair, operator_score: float, evidence: list[Evidence
         reasons.append(f"catalog_overlap>={settings.catalog_threshold:.2f}")
     if same_cluster and not direct:
         reasons.append("via:cluster")
+    if verdict is not None:
+        reasons.append(verdict.reason)
     return PairResult(store_a=store_a, store_b=store_b, score=score, operator_score=operator_score,
                       linked=linked, catalog_overlap=overlap, evidence=tuple(evidence), reasons=tuple(reasons),
                       cluster_id=cluster_id if same_cluster else "")
