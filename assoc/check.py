@@ -38,7 +38,7 @@ import json
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,12 @@ from models import rules
 
 from .bundle import read_bundle
 from .catalog import COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap, common_store_count
+from .decisions import ReviewState
 from .errors import AssocError
 from .evidence import Evidence, catalog_evidence, compare_pair, value_support
 from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index
 from .records import Bundle, Product, Store
-from .scan import PairResult, _pair_result
+from .scan import PairResult, RuleScorer, Scorer, _pair_result
 from .settings import Settings
 from .store import IndexStore, StoredListing, StoreRecord, group_records, idf, listing_blocks, text_key
 from .text import Normaliser, ProductText, text_similarity
@@ -99,7 +100,9 @@ class CheckResult:
                        "linked": p.linked, "catalog_overlap": p.catalog_overlap, "reasons": list(p.reasons),
                        "evidence": [{"code": e.code, "kind": e.kind, "level": e.level, "stores": e.stores,
                                      "weight": round(e.weight, 4), "gap_hours": e.gap_hours, "note": e.note}
-                                    for e in p.evidence]}
+                                    for e in p.evidence],
+                       "model_contributions": [{"feature": name, "bits": round(bits, 4)}
+                                               for name, bits in p.contributions]}
                       for p in self.pairs],
             "hubs": [{"kind": h.kind, "stores": h.stores, "note": h.note} for h in self.hubs],
         }
@@ -157,27 +160,32 @@ def merge(old: StoreRecord, new: StoreRecord) -> StoreRecord:
 # ----------------------------------------------------------------------------------------- check
 
 
-def check_bundle(index: IndexStore, bundle: Bundle, settings: Settings) -> list[CheckResult]:
+def check_bundle(index: IndexStore, bundle: Bundle, settings: Settings, *,
+                 scorer: Scorer | None = None) -> list[CheckResult]:
     """Check every store of `bundle` against the index, each on its own (not against each other)."""
-    return [check_store(index, record, settings) for record in records_of(bundle)]
+    return [check_store(index, record, settings, scorer=scorer) for record in records_of(bundle)]
 
 
-def check_store(index: IndexStore, candidate: StoreRecord, settings: Settings) -> CheckResult:
-    """Check one store: a new one, or an indexed one with the candidate's rows added."""
+def check_store(index: IndexStore, candidate: StoreRecord, settings: Settings, *,
+                scorer: Scorer | None = None) -> CheckResult:
+    """Check one store: a new one, or an indexed one with the candidate's rows added.
+
+    Pairs are scored by `scorer` (the rule table by default); the index's reviewer decisions
+    (assoc.decisions) act as in a scan: dismissed and confirmed pairs, shared-infrastructure hubs."""
     settings.validate()
     with index.snapshot():
         store_id = candidate.store.store_id
         if index.has_store(store_id):
             old = index.store_record(store_id)
-            return _Check(index, merge(old, candidate), candidate.products, True, settings).run()
-        return _Check(index, candidate, candidate.products, False, settings).run()
+            return _Check(index, merge(old, candidate), candidate.products, True, settings, scorer=scorer).run()
+        return _Check(index, candidate, candidate.products, False, settings, scorer=scorer).run()
 
 
-def links(index: IndexStore, store_id: str, settings: Settings) -> CheckResult:
+def links(index: IndexStore, store_id: str, settings: Settings, *, scorer: Scorer | None = None) -> CheckResult:
     """An indexed store's direct pairs, as a scan of the index reports them. UnknownStoreError if absent."""
     settings.validate()
     with index.snapshot():
-        return _Check(index, index.store_record(store_id), (), True, settings).run()
+        return _Check(index, index.store_record(store_id), (), True, settings, scorer=scorer).run()
 
 
 def put_store(index: IndexStore, record: StoreRecord, settings: Settings) -> bool:
@@ -206,8 +214,10 @@ class _Check:
     """One candidate's check; holds the keys, postings and counts read so far."""
 
     def __init__(self, index: IndexStore, record: StoreRecord, fresh: Sequence[Product], known: bool,
-                 settings: Settings, *, exclude_self: bool = False):
+                 settings: Settings, *, exclude_self: bool = False, scorer: Scorer | None = None):
         self.index = index
+        self.scorer = scorer or RuleScorer()
+        self.review = ReviewState.load(index.connection)
         self.record = record
         self.store_id = record.store.store_id
         self.fresh = fresh  # listings not in the index yet
@@ -240,7 +250,7 @@ class _Check:
         return stores - (key in self.old_keys) + (key in self.own)
 
     def _usable(self, key: IndexKey) -> bool:
-        return 2 <= self.holders_after(key) <= self.settings.hub_cap
+        return 2 <= self.holders_after(key) <= self.settings.hub_cap and key not in self.review.shared_keys
 
     def _load(self, keys: Iterable[IndexKey]) -> None:
         missing = [k for k in keys if k not in self.postings]
@@ -282,9 +292,11 @@ class _Check:
         for pair, evidence in compared.items():
             weighted = rules.weigh(evidence, support)
             overlap = overlaps[pair].overlap if pair in overlaps else None
-            result = _pair_result(pair, rules.probability(weighted), weighted, overlap, None, {}, self.settings)
+            probability = self.scorer.probability(weighted)
+            verdict = self.review.apply(pair, weighted, probability >= self.settings.link_threshold)
+            result = _pair_result(pair, probability, weighted, overlap, None, {}, self.settings, verdict)
             if result is not None:
-                results.append(result)
+                results.append(replace(result, contributions=tuple(self.scorer.contributions(weighted))))
         results.sort(key=lambda p: (-p.score, p.store_a, p.store_b))
         hubs = sorted((Hub(k[0], k[1], self.holders_after(k), self.counts[k][2] or self.own_weak.get(k, ""))
                        for k in self.own if self.holders_after(k) > cap), key=lambda h: (-h.stores, h.kind, h.value))

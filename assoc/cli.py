@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from .bundle import read_bundle
+from .cli_model import MODEL_OPTION, load_scorer
 from .decisions import ReviewError, load_review, record_clusters
 from .errors import AssocError, BundleError, OutputError, SettingsError
 from .explain import Explanation, explain_pair
@@ -107,11 +108,13 @@ def main() -> None:
                    "always written. Repeatable.")
 @click.option("--reveal-pii", is_flag=True,
               help="Show payout accounts, phones, e-mails and tax ids unmasked in the report, exports and SARIF.")
+@MODEL_OPTION
 def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: Path | None, config: Path | None,
                  link_threshold: float | None,
                  catalog_threshold: float | None, hub_cap: int | None, no_images: bool, no_text: bool,
                  cache_dir: Path | None, no_cache: bool, skip_invalid: bool, as_json: bool, quiet: bool,
-                 with_report: bool, with_export: bool, formats: tuple[str, ...], reveal_pii: bool) -> None:
+                 with_report: bool, with_export: bool, formats: tuple[str, ...], reveal_pii: bool,
+                 model_path: Path | None) -> None:
     """Scan BUNDLE (a bundle directory or stores.jsonl), or the index --db, and write the results to --out."""
     if (bundle is None) == (db is None):
         raise _Failure("give either BUNDLE or --db INDEX", EXIT_INVALID)
@@ -133,6 +136,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
         settings = settings.replace(**changes)
     except (SettingsError, TypeError) as exc:
         raise _Failure(str(exc), EXIT_INVALID) from exc
+    scorer = load_scorer(model_path)
     display = _ProgressDisplay(enabled=not quiet and sys.stderr.isatty())
     progress: Progress = display
     try:
@@ -146,7 +150,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
             if decisions is not None:
                 with IndexStore.open(decisions) as index:
                     review = load_review(index)
-        result = scan(data, settings, progress=progress, review=review)
+        result = scan(data, settings, progress=progress, review=review, scorer=scorer)
         if db is not None:
             _record_clusters(db, result)
         summary = write_scan_outputs(result, outdir, settings)
@@ -287,6 +291,13 @@ def _render_explanation(explanation: Explanation, reveal_pii: bool) -> str:
                               f"{step['bits_after']:.1f} -> {step['p_after']:.3f}", step["first_seen_a"],
                               step["first_seen_b"], "" if step["gap_hours"] is None else f"{step['gap_hours']:.1f}")
             console.print(table)
+            if data["model_contributions"]:
+                console.print("the operator score is a learned model's (scan --model); the weights above are the "
+                              "rule table's. The model's terms, in bits of log-odds:", markup=False)
+                model = Table("feature", "bits", box=None, pad_edge=False)
+                for term in data["model_contributions"]:
+                    model.add_row(term["feature"], f"{term['bits']:+.2f}")
+                console.print(model)
             console.print(f"reasons: {'; '.join(data['reasons'])}", markup=False)
     # rich pads every cell of the last column; trailing blanks only get in the way of grep and diff.
     return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
@@ -322,6 +333,10 @@ main.add_command(evaluate_command)
 
 from .cli_review import review_group  # noqa: E402, I001 - registered like collect
 main.add_command(review_group)
+
+from .cli_model import suggest_command, train_command  # noqa: E402, I001 - registered like collect
+main.add_command(train_command)
+review_group.add_command(suggest_command)
 
 
 if __name__ == "__main__":

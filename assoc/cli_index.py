@@ -19,6 +19,7 @@ import click
 
 from .bundle import read_bundle
 from .check import check_bundle, read_candidate
+from .cli_model import MODEL_OPTION, load_scorer
 from .errors import AssocError, BundleError, SettingsError
 from .records import Progress, no_progress
 from .settings import Settings
@@ -56,6 +57,7 @@ _DB = click.option("--db", "db", required=True, type=click.Path(path_type=Path, 
                    help="The index file (SQLite).")
 _CONFIG = click.option("--config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
                        help="TOML or JSON settings file; flags override it.")
+
 
 
 @click.group("index")
@@ -138,18 +140,20 @@ def index_remove(store_id: str, db: Path) -> None:
 @click.option("--catalog-threshold", type=float, help="Catalog overlap that links on its own [0.30].")
 @click.option("--hub-cap", type=int, help="Values shared by more stores than this are hubs and ignored [25].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@MODEL_OPTION
 def check_command(candidate: Path, db: Path, config: Path | None, link_threshold: float | None,
-                  catalog_threshold: float | None, hub_cap: int | None, as_json: bool) -> None:
+                  catalog_threshold: float | None, hub_cap: int | None, as_json: bool, model_path: Path | None) -> None:
     """Check CANDIDATE (a bundle, or a .json file of one store) against the index without a rescan.
 
     Exit code 0: no association; 1: associated with an indexed store; 2: error.
     """
     settings = _settings(config, link_threshold=link_threshold, catalog_threshold=catalog_threshold,
                          hub_cap=hub_cap, cache_dir=None)
+    scorer = load_scorer(model_path)
     try:
         bundle = read_candidate(candidate)
         with IndexStore.open(db) as index:
-            results = check_bundle(index, bundle, settings)
+            results = check_bundle(index, bundle, settings, scorer=scorer)
     except BundleError as exc:
         raise _Failure(f"{candidate}: {exc}") from exc
     except AssocError as exc:
@@ -185,12 +189,14 @@ def _render(result: dict[str, Any]) -> str:
 @click.option("--no-auth", is_flag=True, help="Serve without a token (refused unless --host is a loopback address).")
 @click.option("--max-body", default=4 * 1024 * 1024, show_default=True, type=int,
               help="Largest request body in bytes (larger ones get 413).")
+@MODEL_OPTION
 def serve_command(db: Path, config: Path | None, host: str, port: int, token_file: Path | None, no_auth: bool,
-                  max_body: int) -> None:
+                  max_body: int, model_path: Path | None) -> None:
     """Serve checks and store updates over HTTP for ERP systems, until SIGTERM or Ctrl-C."""
     from .server import ServerConfig, is_loopback, serve
 
     settings = _settings(config, cache_dir=None)
+    scorer = load_scorer(model_path)
     token = token_file.read_text(encoding="utf-8").strip() if token_file else os.environ.get("ASSOC_TOKEN", "")
     if not token and not no_auth:
         raise _Failure("no token: set ASSOC_TOKEN or pass --token-file (or --no-auth on a loopback address)")
@@ -198,7 +204,8 @@ def serve_command(db: Path, config: Path | None, host: str, port: int, token_fil
         raise _Failure(f"--no-auth is allowed on loopback addresses only, not {host!r}; give a token instead")
     try:
         IndexStore.open(db).close()  # fail before listening: a missing or foreign index is a usage error
-        serve(ServerConfig(db=db, settings=settings, token=None if no_auth else token, max_body=max_body),
+        serve(ServerConfig(db=db, settings=settings, token=None if no_auth else token, max_body=max_body,
+                           scorer=scorer),
               host, port, ready=lambda address: click.echo(f"listening on http://{address[0]}:{address[1]}",
                                                            err=True))
     except AssocError as exc:

@@ -234,6 +234,21 @@ def load_review(index: IndexStore) -> ReviewState:
     return ReviewState.load(index.connection)
 
 
+def decision_labels(index: IndexStore) -> dict[StorePair, bool]:
+    """Training labels from the decisions in force: confirmed -> same operator; dismissed and
+    shared-infrastructure -> not (what they shared is explained by something else)."""
+    connection = index.connection
+    if not _has_tables(connection):
+        return {}
+    _check_schema(connection)
+    labels: dict[StorePair, bool] = {}
+    for store_a, store_b, decision in connection.execute(
+            "SELECT p.store_a, p.store_b, d.decision FROM review_pairs p JOIN review_decisions d USING (decision_id) "
+            "ORDER BY d.decision_id, p.store_a, p.store_b"):
+        labels[(store_a, store_b)] = decision == "confirmed"
+    return labels
+
+
 # ------------------------------------------------------------------------------------- making decisions
 
 

@@ -61,6 +61,9 @@ class Explanation:
             "linked": pair.linked if pair else False, "catalog_overlap": pair.catalog_overlap if pair else None,
             "reasons": list(pair.reasons) if pair else [], "cluster_id": pair.cluster_id if pair else "",
             "waterfall": [step.to_dict(reveal_pii) for step in pair.waterfall()] if pair else [],
+            # under a learned model (scan --model) the operator score is the model's: these are its terms
+            "model_contributions": [{"feature": name, "bits": bits} for name, bits in pair.contributions]
+            if pair else [],
         }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +39,9 @@ class PairResult:
     evidence: tuple[Evidence, ...]
     reasons: tuple[str, ...]
     cluster_id: str = ""
+    # A learned scorer's explanation: (feature, bits of log-odds) the model gives each feature the
+    # pair has, largest first; empty under the rule table, whose explanation is the evidence weights.
+    contributions: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ScanResult:
     catalog: CatalogResult | None
     bundle_root: Path | None = None  # where the scanned bundle lives (its pictures, for reports)
     stats: dict[str, int] = field(default_factory=dict)
+    scorer: str = "rules"  # what scored the pairs: the rule table, or a learned model's name
 
     @property
     def linked_pairs(self) -> int:
@@ -80,16 +84,25 @@ class Comparison:
 
 
 class Scorer(Protocol):
-    """Turns a pair's weighted evidence into P(same operator)."""
+    """Turns a pair's weighted evidence into P(same operator), and says what moved it."""
+
+    name: str
 
     def probability(self, evidence: list[Evidence]) -> float: ...
 
+    def contributions(self, evidence: list[Evidence]) -> list[tuple[str, float]]: ...
+
 
 class RuleScorer:
-    """The transparent rule table (models/rules.py)."""
+    """The transparent rule table (models/rules.py): its explanation is the evidence weights."""
+
+    name = "rules"
 
     def probability(self, evidence: list[Evidence]) -> float:
         return rules.probability(evidence)
+
+    def contributions(self, evidence: list[Evidence]) -> list[tuple[str, float]]:
+        return []
 
 
 def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress,
@@ -152,7 +165,8 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
         result = _pair_result(pair, operator_score, evidence, overlap, within.get(pair), cluster_of, settings,
                               verdicts.get(pair))
         if result is not None:
-            results.append(result)
+            results.append(replace(result, contributions=tuple(scorer.contributions(evidence))) if evidence
+                           else result)
     bundle = comparison.bundle
     return ScanResult(
         store_count=len(bundle.stores),
@@ -163,6 +177,7 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
         catalog=comparison.catalog,
         bundle_root=bundle.root.resolve(),
         stats=comparison.stats,
+        scorer=scorer.name,
     )
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from .check import CandidateError, candidate_from_record, check_store, links, put_store, records_of
 from .errors import AssocError, BundleError
+from .scan import Scorer
 from .settings import Settings
 from .store import IndexStore, UnknownStoreError
 
@@ -51,6 +52,7 @@ class ServerConfig:
     settings: Settings
     token: str | None  # None: no authentication (loopback only, enforced by the CLI)
     max_body: int = 4 * 1024 * 1024
+    scorer: Scorer | None = None  # a learned model (assoc serve --model); None: the rule table
 
 
 def is_loopback(host: str) -> bool:
@@ -154,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._allow(method, "POST")
             record = self._json_body()
             bundle = candidate_from_record(record, root=config.db.parent)
-            result = check_store(self._store(), records_of(bundle)[0], config.settings)
+            result = check_store(self._store(), records_of(bundle)[0], config.settings, scorer=config.scorer)
             return HTTPStatus.OK, result.to_dict()
         match = _STORE_PATH.fullmatch(path)
         if match is None:
@@ -162,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         store_id = match.group(1)
         if match.group(2):
             self._allow(method, "GET")
-            return HTTPStatus.OK, links(self._store(), store_id, config.settings).to_dict()
+            return HTTPStatus.OK, links(self._store(), store_id, config.settings, scorer=config.scorer).to_dict()
         self._allow(method, "PUT", "DELETE")
         if method == "DELETE":
             self._store().remove_store(store_id)

@@ -62,7 +62,7 @@ def start_chromium(profile: Path) -> Any:
     return driver
 
 
-def open_page(driver: Any, url: str, timeout: float = 10.0) -> list[str]:
+def open_page(driver: Any, url: str, timeout: float = 30.0) -> list[str]:
     """Load `url`, wait until the report says it is drawn, and return every URL the browser requested."""
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -126,7 +126,7 @@ def test_report_opens_offline_shows_clusters_evidence_and_masks(driver, report, 
     driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; })")
     expected = sum(len(p.evidence) for p in results.pairs if p.linked)
     # Unfolding fires the toggle events that build the waterfalls as tasks of their own: wait for them.
-    WebDriverWait(driver, 5).until(lambda d: len(d.find_elements("css selector", "tr.evidence-row")) == expected)
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements("css selector", "tr.evidence-row")) == expected)
 
     text = driver.find_element("tag name", "body").text
     assert "6222 **** ****" in text  # a masked payout account of the example's top cluster
@@ -150,7 +150,7 @@ def test_search_box_filters_clusters_by_store_id(driver, report):
         box.clear()
         box.send_keys(text)
         # The page redraws once typing pauses; its status line says when it has.
-        WebDriverWait(driver, 5).until(lambda _: status.text.startswith(expect))
+        WebDriverWait(driver, 30).until(lambda _: status.text.startswith(expect))
         return [c.get_attribute("data-cluster") for c in _visible(driver, "section.cluster")]
 
     assert search(target.members[-1].lower(), f"1 of {total} clusters") == [target.cluster_id]  # ignores case

@@ -98,6 +98,7 @@ class PairRecord:
     cluster_id: str
     evidence: tuple[EvidenceRecord, ...]
     line: int  # line of evidence.jsonl that holds this pair (1-based), for pointers back into the files
+    contributions: tuple[tuple[str, float], ...] = ()  # a learned scorer's (feature, bits); empty under the rules
 
     @property
     def key(self) -> tuple[str, str]:
@@ -278,7 +279,8 @@ def _read_pairs(path: Path) -> Iterator[PairRecord]:
                     operator_score=float(record["operator_score"]), linked=bool(record["linked"]),
                     catalog_overlap=record["catalog_overlap"], reasons=tuple(record["reasons"]),
                     cluster_id=record.get("cluster_id", ""),
-                    evidence=tuple(_evidence(piece) for piece in record["evidence"]), line=line)
+                    evidence=tuple(_evidence(piece) for piece in record["evidence"]), line=line,
+                    contributions=tuple((str(name), float(bits)) for name, bits in record.get("contributions", ())))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ScanOutputError(f"{path} line {line}: not a pair record ({exc!r}); "
                                       "run `assoc scan` again") from exc

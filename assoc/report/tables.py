@@ -89,6 +89,7 @@ def _write_all(result: ScanResult, outdir: Path, settings: Settings) -> None:
                       "operator_score": round(p.operator_score, 6), "linked": p.linked,
                       "catalog_overlap": p.catalog_overlap, "reasons": list(p.reasons),
                       "cluster_id": p.cluster_id,
+                      "contributions": [[name, round(bits, 4)] for name, bits in p.contributions],
                       "evidence": [dict(asdict(e), weight=round(e.weight, 4), code=e.code,
                                         first_seen_a=iso_time(e.first_seen_a),
                                         first_seen_b=iso_time(e.first_seen_b)) for e in p.evidence]}
@@ -111,6 +112,7 @@ def summarise(result: ScanResult, largest: int = 5) -> dict[str, Any]:
             {"cluster_id": c.cluster_id, "size": len(c.members), "risk": round(c.risk, 4)}
             for c in sorted(result.clusters, key=lambda c: (-len(c.members), -c.risk, c.cluster_id))[:largest]
         ],
+        "scorer": result.scorer,
         "hubs": len(result.hubs),
         "rejected_rows": len(result.rejected),
         "stats": dict(sorted(result.stats.items())),
