@@ -62,13 +62,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
 import os
 import sqlite3
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -79,6 +77,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.spatial import cKDTree
 
 from .errors import AssocError
+from .workers import process_pool
 
 __all__ = [
     "ALGORITHM_VERSION", "DEFAULT_RADIUS", "MATCH_THRESHOLD", "MAX_PIXELS", "HashCache", "ImageFingerprint",
@@ -438,7 +437,8 @@ class HashCache:
         if cache_dir is not None:
             cache_dir = Path(cache_dir)
             cache_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(cache_dir / "image-hashes.sqlite")
+            # two scans sharing one cache wait for each other's writes instead of failing
+            self._db = sqlite3.connect(cache_dir / "image-hashes.sqlite", timeout=60)
             self._db.executescript(
                 "CREATE TABLE IF NOT EXISTS fingerprints (digest TEXT, algorithm TEXT, result TEXT,"
                 " PRIMARY KEY (digest, algorithm));"
@@ -573,9 +573,7 @@ def fingerprint_files(paths: Sequence[Path], cache: HashCache, *, workers: int =
             progress("images", done - len(todo), total)
     if todo:
         batches = list(_chunks([(str(p), d) for d, p in todo.items()], 64))
-        # spawn, not fork: a child forked from a process whose OpenCV/BLAS threads hold a lock hangs
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded) as pool:
+        with process_pool(workers, _single_threaded) as pool:
             for batch_out in pool.map(_compute_batch, batches, [cache.max_pixels] * len(batches)):
                 for digest, result in batch_out:
                     results[digest] = result

@@ -35,18 +35,18 @@ the collection, so a shared brand or model code counts for more than a shared "p
 from __future__ import annotations
 
 import math
-import multiprocessing
 import re
 import unicodedata
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 import scipy.sparse as sp
+
+from .workers import process_pool
 
 # ------------------------------------------------------------------------------------------ lexicons
 # General e-commerce vocabulary; nothing here is specific to one market.
@@ -584,8 +584,7 @@ class TextIndex:
         chunks = [listings[s:s + chunk] for s in range(0, len(listings), chunk)]
         parts = []
         if workers > 1 and len(chunks) > 1:
-            # spawn, not fork: a forked child inherits locks held by the parent's other threads and can hang
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with process_pool(workers) as pool:
                 for part in pool.map(_normalise_part, chunks):
                     parts.append(part)
                     if progress is not None:
