@@ -258,3 +258,30 @@ def test_train_on_too_few_decisions_says_what_to_do(trained):
     assert (first["store_a"], first["store_b"]) not in {(r["store_a"], r["store_b"]) for r in again}
     result = runner.invoke(main, ["train", "--db", str(trained["db"]), "--out", str(trained["root"] / "m2")])
     assert result.exit_code == 2 and "review decisions" in result.output and "assoc review suggest" in result.output
+
+
+def test_serve_scores_links_with_the_model(market, trained):
+    import os
+    import subprocess
+    import sys
+
+    from test_server import Client
+
+    env = {**os.environ, "ASSOC_TOKEN": "model-token-0123456789"}
+    process = subprocess.Popen([sys.executable, "-c", "from assoc.cli import main; main()", "serve", "--db",
+                                str(trained["db"]), "--port", "0", "--model", str(trained["model"])],
+                               env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert line.startswith("listening on"), line + process.stderr.read()
+        client = Client(int(line.rsplit(":", 1)[1]))
+        linked = next(p for p in decide(market["comparison"], SETTINGS).pairs if p.linked and p.evidence)
+        status, result = client.call("GET", f"/v1/stores/{linked.store_a}/links", token=env["ASSOC_TOKEN"])
+        assert status == 200, result
+        pair = next(p for p in result["pairs"] if p["store_id"] == linked.store_b)
+        terms = pair["model_contributions"]
+        assert terms and terms[-1]["feature"] == INTERCEPT
+        assert 1 / (1 + 2 ** -sum(t["bits"] for t in terms)) == pytest.approx(pair["operator_score"], abs=1e-3)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
