@@ -35,29 +35,39 @@ grouping of every listing):
 from __future__ import annotations
 
 import json
-import tempfile
+import math
+import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from models import rules
 
-from .bundle import read_bundle
-from .catalog import COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap, common_store_count
+from .bundle import _as_cells, _Collector, _Problems, read_bundle
+from .catalog import COMMON_FACTOR, COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap
 from .decisions import ReviewState
-from .errors import AssocError
+from .errors import AssocError, BundleError
 from .evidence import Evidence, catalog_evidence, compare_pair, value_support
 from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index
 from .records import Bundle, Product, Store
 from .scan import PairResult, RuleScorer, Scorer, _pair_result
 from .settings import Settings
-from .store import IndexStore, StoredListing, StoreRecord, group_records, idf, listing_blocks, text_key
-from .text import Normaliser, ProductText, text_similarity
+from .store import (
+    IndexStore,
+    ListingRow,
+    StoredListing,
+    StoreRecord,
+    group_records,
+    idf,
+    listing_blocks,
+    stored_listing,
+    text_key,
+)
+from .text import FACT_KINDS, Normaliser, ProductText
 
 # Labels of listings without a group, below any label _match gives a new group.
 _UNGROUPED = -(1 << 40)
@@ -134,17 +144,72 @@ def candidate_from_record(record: Any, *, root: Path) -> Bundle:
     if not isinstance(record, dict):
         raise CandidateError("a candidate must be one JSON object: a store as in one line of stores.jsonl, "
                              '{"store_id": ..., "signals": [...], "products": [...]}')
-    # The bundle reader is the one validator of store rows; it reads files, so the record becomes one.
-    with tempfile.TemporaryDirectory(prefix="assoc-candidate-") as tmp:
-        path = Path(tmp) / "candidate.jsonl"
-        path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
-        bundle = read_bundle(path)
+    # The bundle reader's own row validator (its _Collector), fed the record as its JSONL reader feeds it one
+    # line, so every rule and message is the reader's: "candidate.jsonl line 1: signals[2]: empty value ...".
+    # (This used to go through a temporary file and read_bundle; the result is the same without the file.)
+    problems = _Problems()
+    rows = _Collector(root, problems)
+    name, line = _CANDIDATE_FILE, 1
+    if _unencodable(record):
+        problems.row(name, line, "bad encoding: the line is not valid UTF-8; re-export the file as UTF-8", "")
+    elif rows.add_store(name, line, _as_cells(record)):
+        store_id = str(record.get("store_id", "")).strip()
+        for field, add in (("signals", rows.add_signal), ("products", rows.add_product)):
+            items = record.get(field) or []
+            if not isinstance(items, list):
+                problems.row(name, line, f"malformed row: '{field}' must be a list", "")
+                continue
+            for position, item in enumerate(items, start=1):
+                if not isinstance(item, dict):
+                    problems.row(name, line, f"malformed row: {field}[{position}] must be an object", "")
+                    continue
+                cells = _as_cells(item)
+                cells.setdefault("store_id", store_id)
+                if cells["store_id"] != store_id:
+                    problems.row(name, line, f"{field}[{position}] names store_id {cells['store_id']!r} "
+                                             f"inside store {store_id!r}; nest items under their own store", "")
+                    continue
+                add(name, line, cells, where=f"{field}[{position}]: ")
+    if problems.fatal or problems.rows:
+        raise BundleError(problems.messages(), skippable=not problems.fatal)
+    bundle = rows.bundle()
     return Bundle(root=root, stores=bundle.stores, signals=bundle.signals, products=bundle.products)
+
+
+# The name a candidate record's problems are reported under, as if it were the one line of a stores.jsonl.
+_CANDIDATE_FILE = "candidate.jsonl"
+
+
+def _unencodable(value: Any) -> bool:
+    """True when a string in the record has a lone surrogate: text no UTF-8 file (or index) can hold."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unencodable(k) or _unencodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unencodable(v) for v in value)
+    return False
 
 
 def records_of(bundle: Bundle) -> list[StoreRecord]:
     """The bundle's stores as records, in store order."""
+    stores = list(bundle.stores.values())
+    if len(stores) == 1 and all(row.store_id == stores[0].store_id for row in (*bundle.signals, *bundle.products)):
+        store = stores[0]  # a candidate record: group_records would give the same record, but slower
+        return [StoreRecord(store=store, root=_resolved(bundle.root), signals=tuple(bundle.signals),
+                            products=tuple(bundle.products))]
     return [record for record, *_ in group_records(bundle)]
+
+
+@lru_cache(maxsize=64)
+def _resolved(root: Path) -> Path:
+    """root.resolve() as group_records gives it, once per root rather than once per check (it stats every
+    component of the path)."""
+    return root.resolve()
 
 
 def merge(old: StoreRecord, new: StoreRecord) -> StoreRecord:
@@ -203,6 +268,151 @@ def put_store(index: IndexStore, record: StoreRecord, settings: Settings) -> boo
     return True
 
 
+# ------------------------------------------------------------------------- state kept across checks
+
+
+class _Hot:
+    """What checks read from one index again and again, kept in memory across checks and threads of a process.
+
+    It belongs to one state of the index: the write counter (IndexStore.writes) read inside the check's
+    snapshot. A check whose snapshot shows another count gets (and installs) a new one, so a check never
+    mixes states, and a write anywhere (this process, another, `assoc index add`, a review decision) is
+    seen by the next check. Lazily filled maps are bounded: past MAX_ENTRIES they are emptied. They hold
+    strings, numbers and tuples of them only, which the garbage collector leaves alone (a cache of
+    containers would make every full collection walk it: pauses of tens of ms).
+    """
+
+    MAX_ENTRIES = 1_000_000
+
+    def __init__(self, index: IndexStore, writes: int):
+        self.writes = writes
+        self.review = ReviewState.load(index.connection)
+        self.histogram = index.group_histogram()
+        self.listings = index.listing_count()
+        self.catalog_fresh = index.meta("catalog") == "fresh"
+        self._key_counts: dict[IndexKey, tuple[int, int, str]] = {}
+        self._token_df: dict[str, int] = {}
+        self._texts: dict[int, ListingRow | None] = {}
+        self._group_counts: dict[str, int] = {}
+        self._group_sizes: dict[int, int | None] = {}
+        self._group_holders: dict[int, tuple[str, ...] | None] = {}
+        self._store_groups: dict[str, tuple[int, ...]] = {}
+        self._store_keys: dict[str, tuple[tuple[str, str, bool], ...]] = {}
+        self._blocks: dict[int, tuple[int, ...] | None] = {}
+
+    def _fill(self, cache: dict[Any, Any], wanted: Iterable[Any], read: Any, absent: Any) -> dict[Any, Any]:
+        missing = [k for k in wanted if k not in cache]
+        if missing:
+            if len(cache) + len(missing) > self.MAX_ENTRIES:
+                cache.clear()
+            found = read(missing)
+            for key in missing:
+                cache[key] = found.get(key, absent)
+        return cache
+
+    def key_counts(self, index: IndexStore, keys: Iterable[IndexKey]) -> dict[IndexKey, tuple[int, int, str]]:
+        """(stores, weak stores, note) of each key; (0, 0, '') for keys the index does not hold."""
+        keys = list(keys)
+        cache = self._fill(self._key_counts, keys, index.key_counts, (0, 0, ""))
+        return {k: cache[k] for k in keys}
+
+    def token_df(self, index: IndexStore, tokens: Iterable[str]) -> dict[str, int]:
+        """How many indexed listings have each title token (0 for none)."""
+        tokens = list(tokens)
+        cache = self._fill(self._token_df, tokens, index.token_counts, 0)
+        return {t: cache[t] for t in tokens}
+
+    def block_members(self, index: IndexStore, blocks: Iterable[int]) -> dict[int, frozenset[int] | None]:
+        """The listings of each block; None for a block too common to search (IndexStore.block_members)."""
+        blocks = list(blocks)
+
+        def read(missing: list[int]) -> dict[int, tuple[int, ...] | None]:
+            return {b: None if ids is None else tuple(ids)
+                    for b, ids in index.block_members(missing, limit=MAX_BLOCK_LISTINGS).items()}
+
+        cache = self._fill(self._blocks, blocks, read, ())
+        return {b: None if cache[b] is None else frozenset(cache[b]) for b in blocks}
+
+    def texts(self, index: IndexStore, listing_ids: Iterable[int]) -> dict[int, StoredListing]:
+        """Indexed listings' normalised texts and groups."""
+        ids = list(listing_ids)
+        cache = self._fill(self._texts, ids, index.listing_rows, None)
+        return {i: stored_listing(cache[i]) for i in ids if cache[i] is not None}
+
+    def group_counts(self, index: IndexStore, store_ids: Iterable[str]) -> dict[str, int]:
+        """How many distinct product groups each store lists."""
+        ids = list(store_ids)
+        cache = self._fill(self._group_counts, ids, index.group_counts, 0)
+        return {s: cache[s] for s in ids}
+
+    def group_sizes(self, index: IndexStore, groups: Iterable[int]) -> dict[int, int]:
+        """How many stores list each product group (groups the index holds; a new dict, free to change)."""
+        groups = list(groups)
+        cache = self._fill(self._group_sizes, groups, index.group_sizes, None)
+        return {g: cache[g] for g in groups if cache[g] is not None}
+
+    def group_holders(self, index: IndexStore, groups: Iterable[int]) -> dict[int, set[str]]:
+        """The stores listing each product group (groups with at least one)."""
+        groups = list(groups)
+        cache = self._fill(self._group_holders, groups, lambda missing: {
+            g: tuple(sorted(stores)) for g, stores in index.group_holders(missing).items()}, None)
+        return {g: set(cache[g]) for g in groups if cache[g] is not None}
+
+    def store_groups(self, index: IndexStore, store_ids: Iterable[str]) -> dict[str, set[int]]:
+        """The distinct product groups each store lists."""
+        ids = list(store_ids)
+        cache = self._fill(self._store_groups, ids, lambda missing: {
+            s: tuple(sorted(groups)) for s, groups in index.store_groups(missing).items()}, ())
+        return {s: set(cache[s]) for s in ids}
+
+    def store_keys(self, index: IndexStore, store_ids: Iterable[str]) -> dict[str, dict[IndexKey, bool]]:
+        """Every key each store holds, and whether it holds it as a weak value."""
+        ids = list(store_ids)
+        cache = self._fill(self._store_keys, ids, lambda missing: {
+            s: tuple((kind, value, weak) for (kind, value), weak in held.items())
+            for s, held in index.store_keys(missing).items()}, ())
+        return {s: {(kind, value): weak for kind, value, weak in cache[s]} for s in ids}
+
+
+_HOT: dict[tuple[Any, ...], _Hot] = {}
+_HOT_LOCK = threading.Lock()
+
+
+def _hot(index: IndexStore) -> _Hot:
+    """The kept state of `index` as the current snapshot sees it (call inside index.snapshot())."""
+    writes = index.writes()
+    hot = _HOT.get(index.identity)
+    if hot is not None and hot.writes == writes:
+        return hot
+    hot = _Hot(index, writes)
+    with _HOT_LOCK:
+        current = _HOT.get(index.identity)
+        if current is None or current.writes < writes:  # a check on an older snapshot does not evict a newer state
+            _HOT[index.identity] = hot
+    return hot
+
+
+class _Texts:
+    """One Normaliser for every check of the process: it learns each distinct raw token once (assoc.text).
+    Its output does not depend on what it learnt before, only its speed does. Bounded: replaced past
+    MAX_TOKENS learnt tokens. Guarded by a lock: its tables are filled as it goes."""
+
+    MAX_TOKENS = 2_000_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._normaliser = Normaliser()
+
+    def normalise(self, products: Sequence[Product]) -> list[ProductText]:
+        with self._lock:
+            if len(self._normaliser.vocabulary) > self.MAX_TOKENS:
+                self._normaliser = Normaliser()
+            return [self._normaliser.normalise(p.title, p.description) for p in products]
+
+
+_TEXTS = _Texts()
+
+
 @dataclass(slots=True)
 class _Placement:
     groups: dict[str, int]  # product_id -> indexed group (>= 0) or a new one (< 0, equal for duplicates)
@@ -216,8 +426,9 @@ class _Check:
     def __init__(self, index: IndexStore, record: StoreRecord, fresh: Sequence[Product], known: bool,
                  settings: Settings, *, exclude_self: bool = False, scorer: Scorer | None = None):
         self.index = index
+        self.hot = _hot(index)  # inside the caller's snapshot: the state this check reads
         self.scorer = scorer or RuleScorer()
-        self.review = ReviewState.load(index.connection)
+        self.review = self.hot.review
         self.record = record
         self.store_id = record.store.store_id
         self.fresh = fresh  # listings not in the index yet
@@ -228,7 +439,8 @@ class _Check:
                                  signals=list(record.signals)))
         self.own = {key: holders[self.store_id] for key, holders in own.postings.items()}
         self.own_weak = own.weak_notes
-        self.old_keys: dict[IndexKey, bool] = index.store_keys([self.store_id])[self.store_id] if known else {}
+        self.old_keys: dict[IndexKey, bool] = self.hot.store_keys(index, [self.store_id])[self.store_id] \
+            if known else {}
         self.counts: dict[IndexKey, tuple[int, int, str]] = {}
         # Set by place_listings: the common-stock threshold, and store counts of the groups the store joins or leaves.
         self.common_threshold = COMMON_MIN_STORES
@@ -239,10 +451,7 @@ class _Check:
     # ------------------------------------------------------------------------- keys and postings
 
     def _count(self, keys: Iterable[IndexKey]) -> None:
-        missing = [k for k in keys if k not in self.counts]
-        found = self.index.key_counts(missing)
-        for key in missing:
-            self.counts[key] = found.get(key, (0, 0, ""))
+        self.counts.update(self.hot.key_counts(self.index, [k for k in keys if k not in self.counts]))
 
     def holders_after(self, key: IndexKey) -> int:
         """Stores holding `key` once the candidate's rows replace its indexed ones."""
@@ -302,7 +511,7 @@ class _Check:
                        for k in self.own if self.holders_after(k) > cap), key=lambda h: (-h.stores, h.kind, h.value))
         listings = len(self.record.products)
         return CheckResult(store_id=self.store_id, known=self.known, pairs=tuple(results), hubs=tuple(hubs),
-                           listings=listings, catalog_fresh=self.index.meta("catalog") == "fresh")
+                           listings=listings, catalog_fresh=self.hot.catalog_fresh)
 
     def _holder_pairs(self, usable: list[IndexKey]) -> dict[StorePair, list[Evidence]]:
         """Evidence of every pair of indexed stores that share one of the candidate's keys held by 3+ stores:
@@ -312,15 +521,15 @@ class _Check:
         pairs = {pair for members in groups for pair in combinations(members, 2)}
         if not pairs:
             return {}
-        keys_of = self.index.store_keys(sorted({s for pair in pairs for s in pair}))
+        keys_of = self.hot.store_keys(self.index, sorted({s for pair in pairs for s in pair}))
         common = {pair: set(keys_of[pair[0]]) & set(keys_of[pair[1]]) for pair in pairs}
         self._count(set().union(*common.values()))
         self._load(sorted({k for keys in common.values() for k in keys if self._usable(k)}))
         view = self._view()
         # Their catalog overlaps as a scan with the candidate would count them: which shared groups are
         # common stock depends on the candidate (it may join a group, and it moves the threshold).
-        groups_of = self.index.store_groups(sorted({s for pair in pairs for s in pair}))
-        sizes = {**self.index.group_sizes(set().union(*groups_of.values())), **self.group_sizes}
+        groups_of = self.hot.store_groups(self.index, sorted({s for pair in pairs for s in pair}))
+        sizes = {**self.hot.group_sizes(self.index, set().union(*groups_of.values())), **self.group_sizes}
         out = {}
         for pair in sorted(pairs):
             evidence = compare_pair(pair, sorted(k for k in common[pair] if self._usable(k)), view)
@@ -352,26 +561,24 @@ class _Check:
             own.add(listing.group_id if listing.group_id is not None else _UNGROUPED - number)
         before = {listing.group_id for listing in indexed if listing.group_id is not None}
         after = {g for g in own if g >= 0}
-        sizes = self.index.group_sizes(before | after)
-        histogram = self.index.group_histogram()
+        sizes = self.hot.group_sizes(self.index, before | after)
+        histogram = Counter(self.hot.histogram)
         for group, change in [(g, 1) for g in after - before] + [(g, -1) for g in before - after]:
             histogram[sizes[group]] -= 1
             sizes[group] += change
             histogram[sizes[group]] += 1
         histogram[1] += sum(1 for g in own if g < 0)  # the store's products that no other store lists
-        kept_sizes = sorted(k for k, n in histogram.items() if n > 0)
-        counts = np.repeat(np.array(kept_sizes, dtype=np.int64), [histogram[k] for k in kept_sizes])
-        self.common_threshold = common_store_count(counts)
+        self.common_threshold = _common_threshold(histogram)
         self.group_sizes = sizes
         shared: Counter[str] = Counter()
         common: Counter[str] = Counter()
-        for group, stores in self.index.group_holders(sorted(after)).items():
+        for group, stores in self.hot.group_holders(self.index, sorted(after)).items():
             is_common = sizes[group] > self.common_threshold
             for other in stores - {self.store_id}:
                 shared[other] += 1
                 common[other] += is_common
         size = len(own)
-        store_sizes = self.index.group_counts(shared)
+        store_sizes = self.hot.group_counts(self.index, shared)
         overlaps = {}
         for other, count in shared.items():
             overlap = _overlap(self.store_id, other, size, store_sizes[other], count, common[other],
@@ -387,27 +594,15 @@ class _Check:
             return {}, {}
         if not self.settings.use_text:  # images are not compared yet (assoc.catalog compares text only)
             return {p.product_id: -1 - n for n, p in enumerate(self.fresh)}, {p.product_id: [] for p in self.fresh}
-        normaliser = Normaliser()
-        texts = [normaliser.normalise(p.title, p.description) for p in self.fresh]
-        indexed_df = self.index.token_counts({t for text in texts for t in text.tokens})
-        blocks = [listing_blocks(text_key(text), text.tokens, lambda t: indexed_df.get(t, 0)) for text in texts]
-        members = self.index.block_members({b for listed in blocks for b in listed}, limit=MAX_BLOCK_LISTINGS)
-        skip = {listing.product_id for listing in replaced}
-        found: list[set[int]] = []
-        for listed in blocks:
-            # As the scan's candidate search: two shared blocks, or one rare block.
-            shared: Counter[int] = Counter()
-            rare: set[int] = set()
-            for block in listed:
-                ids = members[block] or []
-                shared.update(ids)
-                if len(ids) <= RARE_BLOCK_LISTINGS:
-                    rare.update(ids)
-            # The listings sharing most blocks first: a listing's duplicates share its rarest words.
-            ranked = sorted({i for i, n in shared.items() if n >= 2} | rare, key=lambda i, c=shared: (-c[i], i))
-            found.append(set(ranked[:MAX_COMPARED]))
-        candidates = self.index.listings(set().union(*found))
+        texts = _TEXTS.normalise(self.fresh)
+        indexed_df = self.hot.token_df(self.index, {t for text in texts for t in text.tokens})
+        blocks = [listing_blocks(text_key(text), text.tokens, indexed_df.__getitem__) for text in texts]
+        members = self.hot.block_members(self.index, {b for listed in blocks for b in listed})
+        found = [_compared([members[b] for b in listed]) for listed in blocks]
+        candidates = self.hot.texts(self.index, {i for ids in found for i in ids})
         weights = self._weights(texts, replaced, candidates.values())
+        skip = {listing.product_id for listing in replaced}
+        norms = _Norms(weights)
         votes: list[Counter[int]] = []
         best: list[dict[int, float]] = []
         for text, ids in zip(texts, found, strict=True):
@@ -418,7 +613,7 @@ class _Check:
                 if listing.group_id is None or (listing.store_id == self.store_id
                                                 and (self.exclude_self or listing.product_id in skip)):
                     continue
-                score = text_similarity(text, listing.text, weights=weights)
+                score = norms.similarity(text, listing.text)
                 if score >= TEXT_THRESHOLD:
                     tally[listing.group_id] += 1
                     top[listing.group_id] = max(top.get(listing.group_id, 0.0), score)
@@ -436,8 +631,15 @@ class _Check:
                 i = parent[i]
             return i
 
-        for i, j in combinations(range(len(texts)), 2):
-            if texts[i].key == texts[j].key and text_similarity(texts[i], texts[j], weights=weights) >= TEXT_THRESHOLD:
+        # Only listings with the same key and a title token in common can match (else the score is 0):
+        # the pairs are taken in the order of combinations(), so the components (and their roots) are the same.
+        holding: dict[tuple[frozenset[str], str], list[int]] = defaultdict(list)
+        for i, text in enumerate(texts):
+            for token in text.tokens:
+                holding[(text.key, token)].append(i)
+        pairs = sorted({pair for listed in holding.values() if len(listed) > 1 for pair in combinations(listed, 2)})
+        for i, j in pairs:
+            if norms.similarity(texts[i], texts[j]) >= TEXT_THRESHOLD:
                 parent[find(i)] = find(j)
         component_group: dict[int, int] = {}
         for i, group in enumerate(chosen):
@@ -462,10 +664,92 @@ class _Check:
         tokens = set(delta)
         for listing in compared:
             tokens |= listing.text.tokens
-        counts = self.index.token_counts(tokens)
-        listings = self.index.listing_count() - (0 if self.exclude_self else len(replaced) - len(texts))
-        return {t: idf(listings, counts.get(t, 0) + (0 if self.exclude_self else delta[t]))
-                for t in tokens if counts.get(t, 0) + (0 if self.exclude_self else delta[t]) > 0}
+        counts = self.hot.token_df(self.index, tokens)
+        listings = self.hot.listings - (0 if self.exclude_self else len(replaced) - len(texts))
+        if self.exclude_self:
+            return {t: idf(listings, n) for t, n in counts.items() if n > 0}
+        return {t: idf(listings, n + delta[t]) for t, n in counts.items() if n + delta[t] > 0}
+
+
+def _compared(blocks: list[frozenset[int] | None]) -> list[int]:
+    """The indexed listings one new listing is compared with, given the members of its blocks (None: a block
+    too common to search): as the scan's candidate search, those sharing two blocks with it or one rare block;
+    of those, the MAX_COMPARED sharing most blocks (then the lowest ids), since a listing's duplicates share
+    its rarest words. Counted with set operations: which listings are in k blocks or more, for k = 2, 3, ..."""
+    sets = [ids for ids in blocks if ids]
+    rare = frozenset().union(*(ids for ids in sets if len(ids) <= RARE_BLOCK_LISTINGS))
+    at_least: list[frozenset[int]] = []  # at_least[k - 2]: the listings in k blocks or more
+    for k in range(2, len(sets) + 1):
+        found = frozenset().union(*(frozenset.intersection(*chosen) for chosen in combinations(sets, k)))
+        if not found:
+            break
+        at_least.append(found)
+    candidates = rare.union(*at_least[:1])
+    if len(candidates) <= MAX_COMPARED:
+        return sorted(candidates)
+    # Most shared blocks first: the listings in exactly k blocks, for k from the largest down; then rare ones.
+    out: list[int] = []
+    bands = [*(at_least[k] - (at_least[k + 1] if k + 1 < len(at_least) else frozenset())
+               for k in reversed(range(len(at_least)))), rare - (at_least[0] if at_least else frozenset())]
+    for band in bands:
+        out += sorted(band)[:MAX_COMPARED - len(out)]
+        if len(out) >= MAX_COMPARED:
+            break
+    return out
+
+
+class _Norms:
+    """assoc.text.text_similarity under fixed weights, with the squared weights, each text's weighted norm and
+    its facts by kind computed once rather than per comparison. The same operations on the same floats in
+    the same order: the same scores, bit for bit (tests/test_check.py compares them)."""
+
+    def __init__(self, weights: Mapping[str, float]):
+        self.squares = {t: w ** 2 for t, w in weights.items()}
+        self._info: dict[int, tuple[float, dict[str, set[str]]]] = {}  # id(text) -> (norm, facts by kind)
+
+    def _learn(self, text: ProductText) -> tuple[float, dict[str, set[str]]]:
+        squares = self.squares
+        kinds: dict[str, set[str]] = {}
+        for fact in text.facts:
+            kinds.setdefault(fact[0], set()).add(fact)
+        info = self._info[id(text)] = (sum(squares.get(t, 0.0) for t in text.tokens), kinds)
+        return info
+
+    def similarity(self, a: ProductText, b: ProductText) -> float:
+        if a.key != b.key:  # assoc.text.conflicts, then _weighted_cosine
+            return 0.0
+        info = self._info
+        norm_a, facts_a = info.get(id(a)) or self._learn(a)
+        norm_b, facts_b = info.get(id(b)) or self._learn(b)
+        if facts_a and facts_b:
+            for kind in FACT_KINDS:
+                sa, sb = facts_a.get(kind), facts_b.get(kind)
+                if sa and sb and not (sa <= sb or sb <= sa):
+                    return 0.0
+        squares = self.squares
+        shared = sum(squares.get(t, 0.0) for t in a.tokens & b.tokens)
+        norm = math.sqrt(norm_a * norm_b)
+        return min(1.0, shared / norm if norm else 0.0)
+
+
+def _common_threshold(histogram: Mapping[int, int]) -> int:
+    """assoc.catalog.common_store_count of the groups' store counts, from their histogram (count -> groups):
+    COMMON_FACTOR times the median count of the groups listed by two stores or more, at least COMMON_MIN_STORES."""
+    shared = sorted((size, n) for size, n in histogram.items() if size >= 2 and n > 0)
+    total = sum(n for _, n in shared)
+    if not total:
+        typical = 2.0
+    else:
+        def at(position: int) -> int:  # the count at this position of the sorted list of counts
+            for size, n in shared:
+                if position < n:
+                    return size
+                position -= n
+            raise AssertionError("position past the end")
+
+        middle = total // 2
+        typical = float(at(middle)) if total % 2 else (at(middle - 1) + at(middle)) / 2
+    return max(COMMON_MIN_STORES, math.ceil(COMMON_FACTOR * typical))
 
 
 def _overlap(store: str, other: str, size: int, other_size: int, shared: int, common: int,

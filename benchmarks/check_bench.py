@@ -2,6 +2,7 @@
 
     python benchmarks/check_bench.py --bundle /tmp/bench/m20k/bundle --db /tmp/bench/m20k.db
     python benchmarks/check_bench.py --db /tmp/bench/m20k.db --checks 300 --clients 8 --duration 30
+    python benchmarks/check_bench.py --db /tmp/bench/m20k.db --profile 50     # where a check's time goes
     python benchmarks/check_bench.py --accuracy 5 --bundle /tmp/bench/m2k/bundle --db /tmp/bench/m2k-held.db
 
 The index is built with `assoc index add` (a subprocess: its wall time and peak RSS are its own)
@@ -11,6 +12,13 @@ values included: the expensive case, with value support to compute) and listings
 store and from random others, under new ids. Everything talks to 127.0.0.1 only; the load phase
 is bounded by --duration and --clients.
 
+Besides wall-clock percentiles, every phase reports the CPU time a check costs (the benchmark's own
+process in-process, the server process's over HTTP, from /proc): on a machine shared with other
+jobs, wall time is CPU time plus waiting for a core. The in-process phase runs as a long-lived
+process that embeds assoc should: warmed up (--warmup checks), then gc.freeze() as `assoc serve`
+does at start (--no-gc-freeze to measure without). --servers N starts N server processes and
+spreads the load phase's clients over them (the GIL bounds one process to one core).
+
 --accuracy N measures what is approximate: N stores are held out of the index, and for each one
 the check is compared with a full scan of the index plus that store (pairs, operator scores,
 linked decisions, catalog overlaps).
@@ -19,9 +27,12 @@ linked decisions, catalog overlaps).
 from __future__ import annotations
 
 import argparse
+import cProfile
+import gc
 import http.client
 import json
 import os
+import pstats
 import random
 import resource
 import secrets
@@ -90,28 +101,63 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "max_ms": round(1000 * ordered[-1], 2), "mean_ms": round(1000 * statistics.fmean(ordered), 2)}
 
 
-def in_process(db: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, freeze: bool = True) -> dict[str, Any]:
     from assoc.check import candidate_from_record, records_of
 
     settings = Settings(cache_dir=None)
     samples = []
     linked = 0
+    full_collections = [0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full_collections[0] += 1
+
     with IndexStore.open(db) as index:
-        for warm in records[:5]:
+        for warm in records[:warmup]:
             check_store(index, records_of(candidate_from_record(warm, root=db.parent))[0], settings)
-        for record in records:
+        if freeze:
+            gc.collect()
+            gc.freeze()
+        gc.callbacks.append(count)
+        measured = records[warmup:]
+        cpu = time.process_time()
+        for record in measured:
             # Parsing and validation are part of a check's cost, as the server pays them too.
             start = time.perf_counter()
             candidate = records_of(candidate_from_record(record, root=db.parent))[0]
             result = check_store(index, candidate, settings)
             samples.append(time.perf_counter() - start)
             linked += result.associated
-    return {**_percentiles(samples), "associated": linked}
+        cpu = time.process_time() - cpu
+        gc.callbacks.remove(count)
+        if freeze:
+            gc.unfreeze()
+    return {**_percentiles(samples), "cpu_ms_per_check": round(1000 * cpu / len(measured), 2),
+            "associated": linked, "warmup": warmup, "gc_freeze": freeze, "full_gc_runs": full_collections[0]}
+
+
+def profile(db: Path, records: list[dict[str, Any]], *, warmup: int, top: int = 35) -> None:
+    """cProfile over the checks of `records` (after `warmup` others), cumulative and own time."""
+    from assoc.check import candidate_from_record, records_of
+
+    settings = Settings(cache_dir=None)
+    with IndexStore.open(db) as index:
+        for warm in records[:warmup]:
+            check_store(index, records_of(candidate_from_record(warm, root=db.parent))[0], settings)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for record in records[warmup:]:
+            check_store(index, records_of(candidate_from_record(record, root=db.parent))[0], settings)
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
 
 
 class _Server:
-    def __init__(self, db: Path):
-        self.token = secrets.token_hex(16)
+    def __init__(self, db: Path, token: str | None = None):
+        self.token = token or secrets.token_hex(16)
         env = {**os.environ, "ASSOC_TOKEN": self.token}
         self.process = subprocess.Popen([sys.executable, "-c", _LAUNCH, "serve", "--db", str(db), "--port", "0",
                                          "--host", "127.0.0.1"], env=env, stderr=subprocess.PIPE, text=True)
@@ -134,22 +180,39 @@ class _Server:
         self.process.terminate()
         return self.process.wait(timeout=60)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the server process has used so far; None where /proc is missing."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-def over_http(server: _Server, records: list[dict[str, Any]]) -> dict[str, Any]:
+
+def _server_cpu_ms(servers: list[_Server], before: list[float | None], checks: int) -> float | None:
+    after = [server.cpu_seconds() for server in servers]
+    if checks == 0 or any(x is None for x in before + after):
+        return None
+    return round(1000 * sum(b - a for a, b in zip(before, after, strict=True)) / checks, 2)  # type: ignore[operator]
+
+
+def over_http(server: _Server, records: list[dict[str, Any]], *, warmup: int = 5) -> dict[str, Any]:
     bodies = [json.dumps(r).encode() for r in records]
     connection = server.connection()
-    for body in bodies[:5]:
+    for body in bodies[:warmup]:
         server.check(connection, body)
     samples, errors = [], 0
+    cpu = [server.cpu_seconds()]
     for body in bodies:
         start = time.perf_counter()
         errors += server.check(connection, body) != 200
         samples.append(time.perf_counter() - start)
     connection.close()
-    return {**_percentiles(samples), "errors": errors}
+    return {**_percentiles(samples), "server_cpu_ms_per_check": _server_cpu_ms([server], cpu, len(bodies)),
+            "errors": errors}
 
 
-def load(server: _Server, records: list[dict[str, Any]], clients: int, duration: float) -> dict[str, Any]:
+def load(servers: list[_Server], records: list[dict[str, Any]], clients: int, duration: float) -> dict[str, Any]:
     bodies = [json.dumps(r).encode() for r in records]
     lock = threading.Lock()
     samples: list[float] = []
@@ -157,6 +220,7 @@ def load(server: _Server, records: list[dict[str, Any]], clients: int, duration:
     deadline = time.monotonic() + duration
 
     def client(number: int) -> None:
+        server = servers[number % len(servers)]
         connection = server.connection()
         k = number
         while time.monotonic() < deadline:
@@ -176,14 +240,16 @@ def load(server: _Server, records: list[dict[str, Any]], clients: int, duration:
         connection.close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    cpu = [server.cpu_seconds() for server in servers]
     start = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.monotonic() - start
-    return {"clients": clients, "seconds": round(wall, 1), "requests": len(samples),
-            "throughput_per_s": round(len(samples) / wall, 1), "errors": len(errors), **_percentiles(samples)}
+    return {"clients": clients, "servers": len(servers), "seconds": round(wall, 1), "requests": len(samples),
+            "throughput_per_s": round(len(samples) / wall, 1), "errors": len(errors), **_percentiles(samples),
+            "server_cpu_ms_per_check": _server_cpu_ms(servers, cpu, len(samples))}
 
 
 def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]:
@@ -242,8 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
     parser.add_argument("--accuracy", type=int, metavar="N", help="Compare N held-out stores' checks with scans.")
+    parser.add_argument("--warmup", type=int, default=5, help="Checks (of other candidates) before measuring.")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="In-process: leave the garbage collector as it is after the warm-up.")
+    parser.add_argument("--servers", type=int, default=1, help="Server processes the load phase's clients share.")
+    parser.add_argument("--profile", type=int, metavar="N", help="Profile N in-process checks (cProfile) and stop.")
     args = parser.parse_args(argv)
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()}}
     if args.accuracy:
         if args.bundle is None:
             raise SystemExit("--accuracy needs --bundle")
@@ -255,18 +326,33 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{args.db} does not exist: give --bundle to build it")
         figures["build"] = build(args.bundle, args.db)
         print("build", json.dumps(figures["build"]), flush=True)
-    records = candidates(args.db, args.checks, args.listings, args.seed)
-    figures["in_process"] = in_process(args.db, records)
+    if args.profile:
+        # Warm-up candidates other than the profiled ones (the seed gives the same candidates every time).
+        profile(args.db, candidates(args.db, args.warmup + args.profile, args.listings, args.seed),
+                warmup=args.warmup)
+        return
+    # The warm-up checks are other candidates than the measured ones (a check of the same store twice would
+    # find everything it reads kept in memory).
+    records = candidates(args.db, args.checks + args.warmup, args.listings, args.seed)
+    warm, records = records[args.checks:], records[:args.checks]
+    figures["in_process"] = in_process(args.db, warm + records, warmup=len(warm), freeze=not args.no_gc_freeze)
     print("in-process", json.dumps(figures["in_process"]), flush=True)
-    server = _Server(args.db)
+    servers = [_Server(args.db)]
+    servers += [_Server(args.db, servers[0].token) for _ in range(args.servers - 1)]
     try:
-        figures["http"] = over_http(server, records)
+        for server in servers:
+            connection = server.connection()
+            for body in warm:
+                server.check(connection, json.dumps(body).encode())
+            connection.close()
+        figures["http"] = over_http(servers[0], records, warmup=0)
         print("http", json.dumps(figures["http"]), flush=True)
-        figures["load"] = load(server, records, args.clients, args.duration)
+        figures["load"] = load(servers, records, args.clients, args.duration)
         print("load", json.dumps(figures["load"]), flush=True)
     finally:
-        figures["server_exit_code"] = server.stop()
-    print("server exit code after SIGTERM", figures["server_exit_code"])
+        figures["server_exit_code"] = max(server.stop() for server in servers)
+    figures["machine"]["load_average_end"] = os.getloadavg()
+    print("server exit code after SIGTERM", figures["server_exit_code"], "; machine", json.dumps(figures["machine"]))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

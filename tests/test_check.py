@@ -172,3 +172,143 @@ def test_check_of_a_bundle_checks_each_store(market, held_out, tmp_path):
     result = CliRunner().invoke(main, ["check", str(tmp_path / "small"), "--db", str(path), "--json"])
     assert result.exit_code in (0, 1)
     assert len(json.loads(result.output)) == 3
+
+
+# ------------------------------------------------------------------------------- the fast paths are the same
+
+
+def test_similarities_are_text_similarity_bit_for_bit(market):
+    """check._Norms computes assoc.text.text_similarity with its per-text parts computed once: same floats."""
+    from assoc.check import _Norms
+    from assoc.text import Normaliser, text_similarity, token_weights
+
+    normaliser = Normaliser()
+    texts = [normaliser.normalise(p.title, p.description) for p in market.products]
+    weights = token_weights(texts)
+    norms = _Norms(weights)
+    by_key: dict = {}
+    for text in texts:
+        by_key.setdefault(text.key, []).append(text)
+    compared = matched = 0
+    for group in by_key.values():
+        for a in group[:40]:
+            for b in group[:40]:
+                expected = text_similarity(a, b, weights=weights)
+                assert norms.similarity(a, b) == expected
+                compared += 1
+                matched += expected >= 0.55
+    assert norms.similarity(texts[0], next(t for t in texts if t.key != texts[0].key)) == 0.0
+    assert compared > 1000 and matched > 50
+
+
+def test_candidate_search_ranks_as_the_counting_search():
+    """check._compared (set operations) picks the listings the plain counting search picks."""
+    import random
+    from collections import Counter
+
+    from assoc.check import MAX_COMPARED, RARE_BLOCK_LISTINGS, _compared
+
+    def counting(blocks):
+        shared, rare = Counter(), set()
+        for ids in blocks:
+            shared.update(ids or [])
+            if len(ids or []) <= RARE_BLOCK_LISTINGS:
+                rare.update(ids or [])
+        ranked = sorted({i for i, n in shared.items() if n >= 2} | rare, key=lambda i: (-shared[i], i))
+        return set(ranked[:MAX_COMPARED])
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        universe = rng.randint(1, 300)
+        blocks = [None if rng.random() < 0.1 else
+                  frozenset(rng.sample(range(universe), min(universe, rng.choice([0, 1, 5, 30, 31, 80, 200]))))
+                  for _ in range(rng.randint(0, 5))]
+        if blocks and rng.random() < 0.1:
+            blocks.append(blocks[0])  # the same block twice counts twice, as in the counting search
+        assert set(_compared(blocks)) == counting(blocks)
+
+
+def test_common_threshold_from_the_histogram_is_common_store_count():
+    import random
+
+    import numpy as np
+
+    from assoc.catalog import common_store_count
+    from assoc.check import _common_threshold
+
+    rng = random.Random(3)
+    cases = [{}, {1: 5}, {2: 1}, {2: 2, 3: 2}, {1: 2, 2: 3, 3: 1}, {1: 1, 4: 3, 9: 1}]
+    cases += [{rng.randint(1, 40): rng.randint(0, 50) for _ in range(rng.randint(1, 12))} for _ in range(300)]
+    for histogram in cases:
+        sizes = np.repeat(np.array(sorted(histogram), dtype=np.int64), [histogram[k] for k in sorted(histogram)])
+        assert _common_threshold(histogram) == common_store_count(sizes), histogram
+
+
+@pytest.mark.parametrize("record", [
+    {"store_id": "B", "signals": [{"kind": "ip", "value": ""}, {"kind": "", "value": "x"}]},
+    {"store_id": "B", "signals": [{"kind": "ip", "value": "1.2.3.4", "seen_at": "yesterday"}],
+     "products": [{"product_id": "P1", "price": "cheap"}, {"product_id": "P1"}, {"title": "no id"}]},
+    {"store_id": "", "signals": [{"kind": "ip", "value": "1.2.3.4"}]},
+    {"store_id": "B", "created_at": "soon"},
+    {"store_id": "B", "signals": {"kind": "ip"}, "products": ["x", {"store_id": "C", "product_id": "P"}]},
+    {"store_id": "B", "signals": [{"kind": "phone", "value": None}], "products": [{"product_id": 7, "price": 1e400}]},
+])
+def test_a_candidate_record_is_validated_as_the_bundle_reader_validates_it(record, tmp_path):
+    """In memory, the same problems and messages as read_bundle gives for the record as one stores.jsonl line."""
+    from assoc.check import candidate_from_record
+    from assoc.errors import BundleError
+
+    path = tmp_path / "candidate.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(BundleError) as expected:
+        read_bundle(path)
+    with pytest.raises(BundleError) as got:
+        candidate_from_record(record, root=tmp_path)
+    assert got.value.problems == expected.value.problems
+
+
+def test_a_valid_candidate_record_reads_as_the_bundle_reader_reads_it(market, tmp_path):
+    from assoc.check import candidate_from_record
+
+    record = {"store_id": " S1 ", "name": "n", "country": "de", "created_at": "2024-01-02",
+              "signals": [{"kind": "IP", "value": " 10.0.0.1 ", "seen_at": "2024-05-01T10:00:00+02:00"},
+                          {"kind": "phone", "value": "+49 30 1234567"}],
+              "products": [{"product_id": "P1", "title": "Red mug 300ml", "price": 9.5, "currency": "eur",
+                            "images": ["a.jpg", "b.jpg"]}, {"product_id": "P2", "description": "Model: K20"}]}
+    path = tmp_path / "candidate.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    expected = read_bundle(path)
+    got = candidate_from_record(record, root=tmp_path)
+    assert (got.stores, got.signals, got.products) == (expected.stores, expected.signals, expected.products)
+    assert records_of(got) == records_of(Bundle(root=tmp_path, stores=expected.stores, signals=expected.signals,
+                                                 products=expected.products))
+
+
+def test_checks_see_every_write_made_after_them(market, held_out, tmp_path):
+    """State kept across checks (check._Hot) is dropped when the index is written, by any connection."""
+    from assoc.check import _HOT
+    from assoc.decisions import decide_pair
+
+    path, held = held_out
+    records = {r.store.store_id: r for r in records_of(market)}
+    copy = tmp_path / "i.db"
+    with IndexStore.open(path) as source, IndexStore.open(copy, create=True) as index:
+        index.add_bundle(source.load_bundle(), SETTINGS)
+    candidate = records[next(s for s in held if _scan_pairs(_without(market, set(held) - {s}), s))]
+    with IndexStore.open(copy) as reader, IndexStore.open(copy) as writer:
+        first = check_store(reader, candidate, SETTINGS)
+        linked = [p for p in first.pairs if p.linked]
+        assert linked and check_store(reader, candidate, SETTINGS) == first  # the kept state gives the same
+        before = writer.writes()
+        pair = (linked[0].store_a, linked[0].store_b)
+        other = pair[0] if pair[1] == candidate.store.store_id else pair[1]
+        decide_pair(writer, other, next(s for s in sorted(market.stores) if s not in held and s != other),
+                    "dismissed", reviewer="t")  # a decision about another pair: a write all the same
+        assert writer.writes() == before + 1
+        _HOT.clear()
+        assert check_store(reader, candidate, SETTINGS) == first
+        writer.remove_store(other)
+        after = check_store(reader, candidate, SETTINGS)
+        assert other not in {p.store_a for p in after.pairs} | {p.store_b for p in after.pairs}
+        _HOT.clear()  # what a fresh process computes
+        assert check_store(reader, candidate, SETTINGS) == after

@@ -174,3 +174,19 @@ def test_images_are_fingerprinted_once_per_picture(tmp_path):
         assert stored[0] == sum(len(p.images) for p in bundle.products) and pictures
         fingerprints = index.connection.execute("SELECT count(*) FROM images WHERE fingerprint IS NOT NULL")
         assert fingerprints.fetchone()[0] >= 1
+
+
+def test_every_write_transaction_is_counted_and_the_count_is_not_data(tmp_path, bundle_dir):
+    """Readers that keep index state in memory (assoc.check) compare IndexStore.writes() to know it is valid."""
+    bundle = read_bundle(bundle_dir)
+    with _build(tmp_path / "i.db", bundle, batch_stores=7) as index:
+        after_add = index.writes()
+        assert after_add >= 7  # one per batch of stores, one for the catalog refresh
+        dump = index.dump()
+        assert "writes" not in {key for key, _ in dump["meta"]}
+        index.add_bundle(bundle, SETTINGS)  # nothing to write: no transaction
+        assert index.writes() == after_add
+        index.remove_store(next(iter(bundle.stores)))
+        assert index.writes() == after_add + 1
+    with IndexStore.open(tmp_path / "new.db", create=True) as empty:
+        assert empty.writes() == 0
