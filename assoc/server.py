@@ -28,7 +28,10 @@ import json
 import re
 import signal
 import socket
+import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -36,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .check import CandidateError, candidate_from_record, check_store, links, put_store, records_of
+from .check import CandidateError, candidate_from_record, check_store, links, prewarm, prewarmed, put_store, records_of
 from .errors import AssocError, BundleError
 from .scan import Scorer
 from .settings import Settings
@@ -44,6 +47,10 @@ from .store import IndexStore, UnknownStoreError
 
 # A connection idle this long is closed, so a shutdown never waits on a keep-alive client.
 IDLE_SECONDS = 5.0
+# After a write, the listing tables are read into memory again once the index has been left alone this long
+# (checks read the file meanwhile); the index's write count is looked at every PREWARM_POLL seconds.
+PREWARM_QUIET = 10.0
+PREWARM_POLL = 1.0
 _STORE_PATH = re.compile(r"/v1/stores/([^/]+)(/links)?")
 
 
@@ -54,6 +61,7 @@ class ServerConfig:
     token: str | None  # None: no authentication (loopback only, enforced by the CLI)
     max_body: int = 4 * 1024 * 1024
     scorer: Scorer | None = None  # a learned model (assoc serve --model); None: the rule table
+    prewarm: bool = True  # hold the index's listing tables in memory for checks (assoc.check.prewarm)
 
 
 def is_loopback(host: str) -> bool:
@@ -236,11 +244,16 @@ def serve(config: ServerConfig, host: str, port: int, *,
           ready: Callable[[tuple[str, int]], None] = lambda address: None) -> None:
     """Serve until SIGTERM or SIGINT; requests in flight finish before this returns."""
     server = AssocHTTPServer((host, port), config)
+    stopping = threading.Event()
+    if config.prewarm:  # before listening: the first check is as fast as the next ones
+        with IndexStore.open(config.db) as index:
+            prewarm(index)
+        threading.Thread(target=_keep_warm, args=(config.db, stopping), daemon=True,
+                         name="assoc-prewarm").start()
     # Everything loaded so far (modules, the scorer) lives as long as the process: leave it out of the
     # garbage collector's full passes, which otherwise walk it again and again (pauses of tens of ms).
     gc.collect()
     gc.freeze()
-    stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever to return, which runs in this very thread: ask from another.
@@ -253,9 +266,28 @@ def serve(config: ServerConfig, host: str, port: int, *,
         ready(server.server_address[:2])
         server.serve_forever(poll_interval=0.2)
     finally:
+        stopping.set()
         server.server_close()  # joins the connection threads
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _keep_warm(db: Path, stopping: threading.Event) -> None:
+    """Read the listing tables into memory again after writes, once the index has been left alone PREWARM_QUIET
+    seconds (a steady stream of writes would otherwise keep this thread reloading)."""
+    try:
+        with IndexStore.open(db) as index:
+            seen, since = index.writes(), time.monotonic()
+            while not stopping.wait(PREWARM_POLL):
+                writes = index.writes()
+                if writes != seen:
+                    seen, since = writes, time.monotonic()
+                elif time.monotonic() - since >= PREWARM_QUIET and not prewarmed(index):
+                    prewarm(index)
+    except AssocError as exc:  # the index went away: checks report it; nothing to keep warm
+        print(f"assoc serve: stopped keeping the index in memory: {exc}", file=sys.stderr)
+    except sqlite3.Error as exc:
+        print(f"assoc serve: stopped keeping the index in memory: {exc}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------- OpenAPI

@@ -49,6 +49,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .catalog import PairOverlap, compare_catalogs
 from .errors import AssocError
 from .index import IndexKey, Posting, _index_keys
@@ -711,6 +713,20 @@ class IndexStore:
                 "GROUP BY block", out):
             out[block] = list(map(int, members.split(","))) if size <= limit else None
         return out
+
+    def block_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (block, listing_id) row of listing_blocks, as two int64 arrays in block order, then listing order."""
+        rows = self.connection.execute("SELECT count(*) FROM listing_blocks").fetchone()[0]
+        table = np.fromiter(self.connection.execute("SELECT block, listing_id FROM listing_blocks "
+                                                    "ORDER BY block, listing_id"),
+                            dtype=np.dtype([("block", np.int64), ("listing", np.int64)]), count=rows)
+        return table["block"], table["listing"]
+
+    def listing_table(self) -> Iterator[tuple[int, str, str, str, str, str, int | None]]:
+        """Every listing as listing_rows gives it, with its id first, in listing id order."""
+        yield from self.connection.execute(
+            "SELECT p.listing_id, p.store_id, p.product_id, p.text_key, p.tokens, p.facts, g.group_id "
+            "FROM products p LEFT JOIN listing_groups g USING (listing_id) ORDER BY p.listing_id")
 
     def listings(self, listing_ids: Iterable[int]) -> dict[int, StoredListing]:
         """Normalised text and product group of the given listings, by listing id."""

@@ -16,8 +16,10 @@ Besides wall-clock percentiles, every phase reports the CPU time a check costs (
 process in-process, the server process's over HTTP, from /proc): on a machine shared with other
 jobs, wall time is CPU time plus waiting for a core. The in-process phase runs as a long-lived
 process that embeds assoc should: warmed up (--warmup checks), then gc.freeze() as `assoc serve`
-does at start (--no-gc-freeze to measure without). --servers N starts N server processes and
-spreads the load phase's clients over them (the GIL bounds one process to one core).
+does at start (--no-gc-freeze to measure without), with the index's listing tables read into memory
+first (assoc.check.prewarm, as `assoc serve` does before it listens; --no-prewarm to measure checks
+that read them from the file). --servers N starts N server processes and spreads the load phase's
+clients over them (the GIL bounds one process to one core).
 
 --accuracy N measures what is approximate: N stores are held out of the index, and for each one
 the check is compared with a full scan of the index plus that store (pairs, operator scores,
@@ -101,8 +103,9 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "max_ms": round(1000 * ordered[-1], 2), "mean_ms": round(1000 * statistics.fmean(ordered), 2)}
 
 
-def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, freeze: bool = True) -> dict[str, Any]:
-    from assoc.check import candidate_from_record, records_of
+def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, freeze: bool = True,
+               memory: bool = True) -> dict[str, Any]:
+    from assoc.check import candidate_from_record, prewarm, records_of
 
     settings = Settings(cache_dir=None)
     samples = []
@@ -114,6 +117,11 @@ def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, free
             full_collections[0] += 1
 
     with IndexStore.open(db) as index:
+        prewarm_seconds = None
+        if memory:
+            start = time.perf_counter()
+            prewarm(index)
+            prewarm_seconds = round(time.perf_counter() - start, 1)
         for warm in records[:warmup]:
             check_store(index, records_of(candidate_from_record(warm, root=db.parent))[0], settings)
         if freeze:
@@ -134,15 +142,18 @@ def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, free
         if freeze:
             gc.unfreeze()
     return {**_percentiles(samples), "cpu_ms_per_check": round(1000 * cpu / len(measured), 2),
-            "associated": linked, "warmup": warmup, "gc_freeze": freeze, "full_gc_runs": full_collections[0]}
+            "associated": linked, "warmup": warmup, "gc_freeze": freeze, "full_gc_runs": full_collections[0],
+            "prewarm_seconds": prewarm_seconds}
 
 
-def profile(db: Path, records: list[dict[str, Any]], *, warmup: int, top: int = 35) -> None:
+def profile(db: Path, records: list[dict[str, Any]], *, warmup: int, memory: bool, top: int = 35) -> None:
     """cProfile over the checks of `records` (after `warmup` others), cumulative and own time."""
-    from assoc.check import candidate_from_record, records_of
+    from assoc.check import candidate_from_record, prewarm, records_of
 
     settings = Settings(cache_dir=None)
     with IndexStore.open(db) as index:
+        if memory:
+            prewarm(index)
         for warm in records[:warmup]:
             check_store(index, records_of(candidate_from_record(warm, root=db.parent))[0], settings)
         profiler = cProfile.Profile()
@@ -312,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-gc-freeze", action="store_true",
                         help="In-process: leave the garbage collector as it is after the warm-up.")
     parser.add_argument("--servers", type=int, default=1, help="Server processes the load phase's clients share.")
+    parser.add_argument("--no-prewarm", action="store_true",
+                        help="In-process: read listing tables from the file (the server prewarms regardless).")
     parser.add_argument("--profile", type=int, metavar="N", help="Profile N in-process checks (cProfile) and stop.")
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()}}
@@ -329,13 +342,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         # Warm-up candidates other than the profiled ones (the seed gives the same candidates every time).
         profile(args.db, candidates(args.db, args.warmup + args.profile, args.listings, args.seed),
-                warmup=args.warmup)
+                warmup=args.warmup, memory=not args.no_prewarm)
         return
     # The warm-up checks are other candidates than the measured ones (a check of the same store twice would
     # find everything it reads kept in memory).
     records = candidates(args.db, args.checks + args.warmup, args.listings, args.seed)
     warm, records = records[args.checks:], records[:args.checks]
-    figures["in_process"] = in_process(args.db, warm + records, warmup=len(warm), freeze=not args.no_gc_freeze)
+    figures["in_process"] = in_process(args.db, warm + records, warmup=len(warm), freeze=not args.no_gc_freeze,
+                                       memory=not args.no_prewarm)
     print("in-process", json.dumps(figures["in_process"]), flush=True)
     servers = [_Server(args.db)]
     servers += [_Server(args.db, servers[0].token) for _ in range(args.servers - 1)]

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from assoc import Settings, read_bundle, scan
-from assoc.check import check_store, links, merge, put_store, records_of
+from assoc.check import check_store, links, merge, prewarm, prewarmed, put_store, records_of
 from assoc.cli import main
 from assoc.records import Bundle, Product, Signal
 from assoc.store import IndexStore, StoreRecord, UnknownStoreError
@@ -88,6 +88,8 @@ def test_check_equals_a_full_scan_without_products(market, tmp_path):
             if record.store.store_id in held:
                 expected = _scan_pairs(_without(signals_only, set(held) - {record.store.store_id}),
                                        record.store.store_id)
+                assert _check_pairs(check_store(index, record, SETTINGS)) == expected
+                assert prewarm(index) or prewarmed(index)  # an index without listings in memory: nothing
                 assert _check_pairs(check_store(index, record, SETTINGS)) == expected
 
 
@@ -178,7 +180,8 @@ def test_check_of_a_bundle_checks_each_store(market, held_out, tmp_path):
 
 
 def test_similarities_are_text_similarity_bit_for_bit(market):
-    """check._Norms computes assoc.text.text_similarity with its per-text parts computed once: same floats."""
+    """check._Norms computes assoc.text.text_similarity with its per-text parts computed once: same floats;
+    `match` is the same score where it reaches the matching threshold."""
     from assoc.check import _Norms
     from assoc.text import Normaliser, text_similarity, token_weights
 
@@ -195,6 +198,7 @@ def test_similarities_are_text_similarity_bit_for_bit(market):
             for b in group[:40]:
                 expected = text_similarity(a, b, weights=weights)
                 assert norms.similarity(a, b) == expected
+                assert norms.match(a, b) == (expected if expected >= 0.55 else None)
                 compared += 1
                 matched += expected >= 0.55
     assert norms.similarity(texts[0], next(t for t in texts if t.key != texts[0].key)) == 0.0
@@ -312,3 +316,27 @@ def test_checks_see_every_write_made_after_them(market, held_out, tmp_path):
         assert other not in {p.store_a for p in after.pairs} | {p.store_b for p in after.pairs}
         _HOT.clear()  # what a fresh process computes
         assert check_store(reader, candidate, SETTINGS) == after
+
+
+def test_checks_from_listing_tables_in_memory_are_the_checks_from_the_file(market, held_out, tmp_path):
+    from assoc.check import _HOT
+
+    path, held = held_out
+    records = {r.store.store_id: r for r in records_of(market)}
+    copy = tmp_path / "i.db"
+    with IndexStore.open(path) as source, IndexStore.open(copy, create=True) as index:
+        index.add_bundle(source.load_bundle(), SETTINGS)
+    with IndexStore.open(copy) as index:
+        _HOT.clear()
+        from_file = [check_store(index, records[s], SETTINGS) for s in held]
+        assert not prewarmed(index)
+        assert prewarm(index) and prewarmed(index) and not prewarm(index)
+        assert [check_store(index, records[s], SETTINGS) for s in held] == from_file
+        assert put_store(index, records[held[0]], SETTINGS)
+        assert not prewarmed(index)  # written since: checks read the file again
+        assert prewarm(index) and prewarmed(index)
+        _HOT.clear()
+        prewarm(index)
+        in_memory = [check_store(index, records[s], SETTINGS) for s in held[1:]]
+        _HOT.clear()
+        assert in_memory == [check_store(index, records[s], SETTINGS) for s in held[1:]]
