@@ -30,6 +30,14 @@ grouping of every listing):
   threshold are recomputed with the candidate in, as the scan computes them;
 - pairs linked only through a cluster (`via:cluster`) and path scores are not computed: the
   check reports direct pairs (identifier evidence and the catalog rule).
+
+Speed (notes/check.md). A process keeps what checks read again and again (review decisions, the
+group histogram, key, token, group and store lookups, block members, listing rows; _Hot) for one
+state of the index, named by its write counter (IndexStore.writes): any write, from any process,
+starts a new state at the next check. prewarm() reads the listing tables into memory. Reads are
+batched (one statement per kind of lookup), the candidate record is validated in memory by the
+bundle reader's own validator, and text similarities reuse each text's norm. None of this changes
+an answer: the tests compare checks with full scans, and the fast paths with the plain ones.
 """
 
 from __future__ import annotations

@@ -17,6 +17,14 @@ Every route but /healthz needs `Authorization: Bearer TOKEN` (compared in consta
 above `max_body` bytes are refused with 413 before they are read. Errors are JSON:
 {"error": {"status": ..., "message": ..., "problems": [...]}}. SIGTERM stops accepting
 connections, lets requests in flight finish, then returns.
+
+Speed (notes/check.md): before listening, the server reads the index's listing tables into memory
+(assoc.check.prewarm; again in a background thread once the index has been written and left
+alone PREWARM_QUIET seconds), and freezes what it has loaded out of the garbage collector's way.
+Responses leave in one segment with Nagle off. Checks are Python: the GIL runs one at a time per
+process, so one process serves about one core's worth (1 / CPU time per check); for more, run
+several `assoc serve` processes on other ports of the same index (readers do not block each other
+in WAL mode) behind a local balancer.
 """
 
 from __future__ import annotations

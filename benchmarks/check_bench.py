@@ -105,7 +105,11 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, freeze: bool = True,
                memory: bool = True) -> dict[str, Any]:
-    from assoc.check import candidate_from_record, prewarm, records_of
+    from assoc import check
+    from assoc.check import candidate_from_record, records_of
+
+    # (getattr: the same harness measures older versions, without prewarm, for before/after figures)
+    prewarm = getattr(check, "prewarm", None) if memory else None
 
     settings = Settings(cache_dir=None)
     samples = []
@@ -118,7 +122,7 @@ def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, free
 
     with IndexStore.open(db) as index:
         prewarm_seconds = None
-        if memory:
+        if prewarm is not None:
             start = time.perf_counter()
             prewarm(index)
             prewarm_seconds = round(time.perf_counter() - start, 1)

@@ -188,3 +188,29 @@ def test_serve_refuses_to_start_without_a_token(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "no token" in result.output
     result = CliRunner().invoke(main, ["serve", "--db", str(db), "--no-auth", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "loopback addresses only" in result.output
+
+
+def test_the_server_reads_the_listing_tables_into_memory_again_after_writes(tmp_path, monkeypatch):
+    from assoc import server
+    from assoc.check import prewarm, prewarmed
+
+    generate(tmp_path / "bundle", stores=12, seed=2)
+    db = tmp_path / "i.db"
+    with IndexStore.open(db, create=True) as index:
+        index.add_bundle(read_bundle(tmp_path / "bundle"), Settings(cache_dir=None))
+        assert prewarm(index) and prewarmed(index)
+        monkeypatch.setattr(server, "PREWARM_QUIET", 0.3)
+        monkeypatch.setattr(server, "PREWARM_POLL", 0.05)
+        stopping = threading.Event()
+        keeper = threading.Thread(target=server._keep_warm, args=(db, stopping))
+        keeper.start()
+        try:
+            index.remove_store(sorted(read_bundle(tmp_path / "bundle").stores)[0])
+            assert not prewarmed(index)  # written: checks read the file until the index has been left alone
+            deadline = time.monotonic() + 10
+            while not prewarmed(index) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert prewarmed(index)
+        finally:
+            stopping.set()
+            keeper.join()
