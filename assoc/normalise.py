@@ -644,6 +644,8 @@ def _street_name(words: list[str]) -> str:
     return " ".join(words) if _split_glued(joined, False) != [joined] or not _is_word(joined) else joined
 
 
+# Parsed again by every comparison (address_similarity): a warehouse's address meets hundreds of others.
+@functools.lru_cache(maxsize=65536)
 def _parse_address(raw: str) -> _Address:
     text = _fold(raw).replace("_", " ")      # so that `\b` in the patterns below sees word ends
     # Literal checks first: most addresses have neither, and the patterns are slow to scan.
