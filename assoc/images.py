@@ -14,7 +14,9 @@ more expensive and more exact than the one before:
    per axis. Whitespace, crops of whitespace, borders, resizing (aspect changes included) and
    most watermarks leave the window on the same part of the product. The window is area-sampled
    to 32x32 and the fingerprint is its low-frequency DCT: luma 6x6 and two opponent-colour
-   channels 4x4 (68 coefficients) in steps of 1/8 (`ImageFingerprint.levels`). Colour is in the
+   channels 4x4 (68 coefficients) in steps of 1/8 (`ImageFingerprint.levels`). Sampling, colour
+   transform and DCT are linear, so the coefficients come straight from the picture through two
+   small matrices (the 32x32 grid is never formed). Colour is in the
    fingerprint because a grey-level hash cannot tell a red mug from the blue one.
 
    A mirror image has the same coefficients with the odd horizontal frequencies negated: the
@@ -38,13 +40,18 @@ more expensive and more exact than the one before:
    decoded at 256 px and normalised as above, without the median filter; B is mapped onto a
    160 px canvas of A through the windows, in the orientation that fits better, and aligned by
    coarse-to-fine ECC (affine, B's out-of-picture pixels masked). After a per-channel gain about
-   the paper colour (a mild colour shift), three measures decide, inside the common field of
+   the paper colour (a mild colour shift), these measures decide, inside the common field of
    view: *conflict*, the share of content where both pictures have content of another colour
    (a recoloured part; an opening drops watermark strokes); *changed*, the share of the canvas
    where both have band-pass detail that neither reproduces (another label text, another shape;
    a semi-transparent watermark keeps the detail under it, a crop or an overlay adds or removes
-   detail on one side only); and the ECC correlation. The score is 1 - max(measure / limit) / 2,
-   so `MATCH_THRESHOLD` = 0.5 means every measure is within its limit.
+   detail on one side only); *exclusive*, the smaller of the two shares of the canvas where one
+   picture has strong detail and the other is plain (a label or part placed elsewhere leaves
+   detail on each side alone; a seller's edit adds it to one side only); *fine*, the share of a
+   256 px canvas where both have fine detail that does not correlate at any shift of up to one
+   pixel (a model code that differs in the same place; computed only for pairs that pass the
+   rest); and the ECC correlation. The score is 1 - max(measure / limit) / 2, so
+   `MATCH_THRESHOLD` = 0.5 means every measure is within its limit.
 
 `match_decision(fp_a, fp_b, path_a, path_b)` is the combination: within `DEFAULT_RADIUS` and
 verified. An `ImageVerifier` keeps recently prepared pictures, so a picture in many candidate
@@ -67,7 +74,7 @@ import sqlite3
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -107,6 +114,11 @@ _INK_LO, _INK_HI = 24.0, 64.0   # difference from the background mapped to ink 0
 _DETAIL = 60.0           # band-pass energy (7x7 mean) that counts as detail (edges, text)
 # Verification limits, chosen on benchmarks/image_recall.py (notes/images.md).
 _MAX_CONFLICT, _MAX_CHANGED, _MIN_CORRELATION, _MIN_OVERLAP = 0.005, 0.004, 0.8, 0.2
+_MAX_EXCLUSIVE, _MAX_FINE = 0.002, 0.004
+_STRONG, _PLAIN = 300.0, 40.0   # band-pass energy of strong detail, and of a plain area, on the canvas
+_FINE = 256              # canvas of the fine comparison (label text at the prepared pictures' scale)
+_FINE_DETAIL = 200.0     # band-pass energy (5x5 mean) that counts as fine detail
+_FINE_NCC = 0.4          # fine detail that correlates less than this at every shift has changed
 
 # Horizontal frequency of every coefficient (cv2.dct puts it on the column axis): a mirror image
 # negates the odd ones.
@@ -215,7 +227,8 @@ def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
                 raise ImageRejected(f"oversized: {width}x{height} pixels is over the limit of {max_pixels}")
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
-            if im.getexif().get(0x0112, 1) != 1:   # EXIF orientation: show it as a viewer would
+            # EXIF orientation: show it as a viewer would (a JPEG without an Exif block has none)
+            if (im.format != "JPEG" or "exif" in im.info) and im.getexif().get(0x0112, 1) != 1:
                 im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)
             arr = np.asarray(im)
@@ -258,9 +271,16 @@ class _Normalised:
         return self.pixels * self.gains
 
 
+_CHANNELS = np.ones((1, 3), np.uint8)
+
+
 def _channel_max(x: np.ndarray) -> np.ndarray:
-    """Max over the last axis of length 3 (numpy's reduce over a short last axis is ~20x slower)."""
-    return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])
+    """Max over the last axis of length 3 (numpy's reduce over a short last axis is ~20x slower):
+    a 1x3 dilation of the interleaved channels, read at every pixel's middle channel."""
+    if x.dtype not in (np.uint8, np.int16, np.float32, np.float64):
+        return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])
+    flat = x.reshape(-1, 3 * x.shape[-2]) if x.ndim == 3 else x.reshape(1, -1)
+    return cv2.dilate(flat, _CHANNELS)[:, 1::3].reshape(x.shape[:-1])
 
 
 def _channel_sum(x: np.ndarray) -> np.ndarray:
@@ -289,7 +309,7 @@ def _frame(a: np.ndarray, colour: np.ndarray) -> tuple[int, int, int, int]:
     pass for a border; peeling them costs nothing."""
     h, w = a.shape[:2]
     near = _near(a, colour)
-    rows, cols = near.mean(1) >= 0.9, near.mean(0) >= 0.9
+    rows, cols = np.count_nonzero(near, axis=1) / w >= 0.9, np.count_nonzero(near, axis=0) / h >= 0.9
     depth = max(2, min(h, w) // 5)
     runs = [_run(rows[:depth]), _run(rows[::-1][:depth]), _run(cols[:depth]), _run(cols[::-1][:depth])]
     width = min(runs)
@@ -304,7 +324,9 @@ def _frame(a: np.ndarray, colour: np.ndarray) -> tuple[int, int, int, int]:
 def _uniform_ring(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """The outer ring, its median colour, and whether 90% of it is within _FRAME_TOL of that."""
     ring = _ring(a)
-    colour = np.median(ring, axis=0)
+    half = len(ring) // 2     # the ring has an even length: the median is the mean of the middle two
+    middle = np.partition(ring.T, (half - 1, half), axis=1)[:, half - 1:half + 1]
+    colour = middle.mean(axis=1)
     return ring, colour, bool(np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) >= 0.9)
 
 
@@ -383,27 +405,35 @@ def _area_weights(lo: float, hi: float, length: int, n: int) -> tuple[np.ndarray
     return cover, 1 - cover.sum(1)
 
 
-def _sample_window(norm: _Normalised, n: int) -> np.ndarray:
-    """The window area-sampled to n x n x 3, white-balanced (exact to sub-pixel, so mirroring
-    commutes with it); what lies outside the picture is paper."""
-    cy, cx, hy, hx = norm.window
-    h, w = norm.pixels.shape[:2]
-    wy, out_y = _area_weights(cy - hy, cy + hy, h, n)
-    wx, out_x = _area_weights(cx - hx, cx + hx, w, n)
-    rows = (wy @ norm.pixels.reshape(h, w * 3).astype(np.float32)).reshape(n, w, 3)
-    grid = (rows.transpose(0, 2, 1).reshape(n * 3, w) @ wx.T).reshape(n, 3, n).transpose(0, 2, 1) * norm.gains
-    outside = 1 - (1 - out_y)[:, None] * (1 - out_x)[None, :]
-    return grid + outside[..., None] * norm.paper
+# The first _LUMA_N rows of the orthonormal DCT-II on _GRID samples (cv2.dct's), and the
+# opponent channels (luma, red - green, yellow - blue) as rows over (r, g, b).
+_DCT = np.sqrt(2.0 / _GRID) * np.cos(np.pi * np.outer(np.arange(_LUMA_N), 2 * np.arange(_GRID) + 1) / (2 * _GRID))
+_DCT[0] /= np.sqrt(2.0)
+_OPPONENT = np.array([[0.299, 0.587, 0.114], [1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
+_DCT_ONES = _DCT.sum(axis=1)
 
 
 def _levels(norm: _Normalised) -> np.ndarray:
-    grid = _sample_window(norm, _GRID) / 255.0
-    r, g, b = grid[..., 0], grid[..., 1], grid[..., 2]
-    luma = cv2.dct(np.ascontiguousarray(0.299 * r + 0.587 * g + 0.114 * b, dtype=np.float32))
-    red_green = cv2.dct(np.ascontiguousarray(r - g, dtype=np.float32))
-    yellow_blue = cv2.dct(np.ascontiguousarray((r + g) / 2 - b, dtype=np.float32))
-    coef = np.concatenate([luma[:_LUMA_N, :_LUMA_N].ravel(), red_green[:_CHROMA_N, :_CHROMA_N].ravel(),
-                           yellow_blue[:_CHROMA_N, :_CHROMA_N].ravel()])
+    """The fingerprint's levels: the low frequencies of the 2-D DCT of the window area-sampled to
+    _GRID x _GRID (exact to sub-pixel, so mirroring commutes with it), white-balanced, with paper
+    outside the picture, in opponent colours.
+
+    Sampling, white balance, colour transform and DCT are all linear, so the coefficients are
+    computed directly as (DCT @ Wy) @ pixels @ (DCT @ Wx).T per channel: the 32 x 32 grid and
+    its full DCTs are never formed."""
+    cy, cx, hy, hx = norm.window
+    h, w = norm.pixels.shape[:2]
+    wy, out_y = _area_weights(cy - hy, cy + hy, h, _GRID)
+    wx, out_x = _area_weights(cx - hx, cx + hx, w, _GRID)
+    left, right = _DCT @ wy, _DCT @ wx                   # (6, h), (6, w)
+    rows = (left @ norm.pixels.reshape(h, w * 3)).reshape(_LUMA_N, w, 3)
+    per_channel = rows.transpose(2, 0, 1) @ right.T * (norm.gains / 255.0)[:, None, None]   # (3, 6, 6)
+    # paper outside the picture: the same in every channel, so in luma only
+    outside = np.outer(_DCT_ONES, _DCT_ONES) - np.outer(_DCT @ (1 - out_y), _DCT @ (1 - out_x))
+    coef = np.tensordot(_OPPONENT, per_channel, axes=1)
+    coef[0] += outside * (norm.paper / 255.0)
+    coef = np.concatenate([coef[0].ravel(), coef[1, :_CHROMA_N, :_CHROMA_N].ravel(),
+                           coef[2, :_CHROMA_N, :_CHROMA_N].ravel()])
     return np.clip(np.rint(coef / _STEP), -32768, 32767).astype(np.int32)
 
 
@@ -657,6 +687,8 @@ class _Comparison:
     conflict: float        # share of content pixels where both have content, of different colour
     changed: float         # share of the canvas where both have detail that does not correlate
     overlap: float         # share of the canvas inside both fields of view
+    exclusive: float = 0.0  # the smaller of: share of the canvas with strong detail where the other is plain
+    fine: float = 0.0       # share of the fine canvas where both have fine detail that does not correlate
 
 
 def _prepare(path: Path) -> _Prepared:
@@ -779,14 +811,63 @@ def _measure(pa: _Prepared, pb: _Prepared, img_a: np.ndarray, fov_a: np.ndarray,
     # where B = (1 - alpha) A + watermark, A's detail survives in B with weight 1 - alpha >= 1/3:
     # only detail that neither picture reproduces (weight < 1/4 both ways) has changed
     changed = both & (cross < 0.25 * np.minimum(energy_a, energy_b))
+    # exclusive detail: strong detail in one picture where the other is plain, both ways. A seller's
+    # edit adds detail to one side only (a watermark, a sticker) or loses it outside the common
+    # field of view (a crop); a label or a part placed elsewhere leaves detail on each side alone.
+    opening = np.ones((3, 3), np.uint8)
+    a_only = cv2.morphologyEx(((energy_a > _STRONG) & (energy_b < _PLAIN) & fov).astype(np.uint8),
+                              cv2.MORPH_OPEN, opening)
+    b_only = cv2.morphologyEx(((energy_b > _STRONG) & (energy_a < _PLAIN) & fov).astype(np.uint8),
+                              cv2.MORPH_OPEN, opening)
     return _Comparison(correlation, float(conflict.sum() / max(content.sum(), 1)), float(changed.mean()),
-                       overlap)
+                       overlap, float(min(a_only.mean(), b_only.mean())))
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """a moved by (dy, dx) pixels, edges repeated (a is padded by one pixel on each side)."""
+    h, w = a.shape[0] - 2, a.shape[1] - 2
+    return a[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+
+def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> float:
+    """Share of a _FINE canvas (A's whole picture at about its prepared scale) where both pictures
+    have fine detail (band-pass sigma 0.7-1.6, 5x5 windows) that does not correlate (NCC < 0.4)
+    at any shift of up to one pixel: label text or a model code that differs in the same place,
+    which the coarser canvas blurs into look-alike blobs. The one-pixel slack absorbs what the
+    alignment leaves."""
+    up = np.array([[_CANVAS / _FINE, 0, 0.5 * _CANVAS / _FINE - 0.5],
+                   [0, _CANVAS / _FINE, 0.5 * _CANVAS / _FINE - 0.5], [0, 0, 1]])
+    img_a, fov_a = _warp(pa, _canvas_to_picture(pa, _CANVAS) @ up, _FINE)
+    img_b, fov_b = _warp(pb, to_b @ up, _FINE)
+    fov = cv2.erode((fov_a & fov_b).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    band_a = cv2.GaussianBlur(img_a, (0, 0), 0.7) - cv2.GaussianBlur(img_a, (0, 0), 1.6)
+    band_b = cv2.GaussianBlur(img_b, (0, 0), 0.7) - cv2.GaussianBlur(img_b, (0, 0), 1.6)
+    energy_a = cv2.boxFilter(_channel_sum(band_a * band_a), -1, (5, 5))
+    energy_b = cv2.boxFilter(_channel_sum(band_b * band_b), -1, (5, 5))
+    both = (energy_a > _FINE_DETAIL) & (energy_b > _FINE_DETAIL) & fov
+    if both.mean() < _MAX_FINE:
+        return 0.0
+    # the shift search only where both have detail (plus the 5x5 window's reach)
+    ys, xs = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
+    y0, y1 = max(ys[0] - 3, 0), min(ys[-1] + 4, _FINE)
+    x0, x1 = max(xs[0] - 3, 0), min(xs[-1] + 4, _FINE)
+    band_a, energy_a, both = band_a[y0:y1, x0:x1], energy_a[y0:y1, x0:x1], both[y0:y1, x0:x1]
+    pad_b = cv2.copyMakeBorder(band_b[y0:y1, x0:x1], 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    pad_e = cv2.copyMakeBorder(energy_b[y0:y1, x0:x1], 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    best = np.full(energy_a.shape, -1.0, np.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            cross = cv2.boxFilter(_channel_sum(band_a * _shifted(pad_b, dy, dx)), -1, (5, 5))
+            np.maximum(best, cross / np.sqrt(np.maximum(energy_a * _shifted(pad_e, dy, dx), 1e-6)), out=best)
+    changed = cv2.morphologyEx((both & (best < _FINE_NCC)).astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    return float(changed.sum() / (_FINE * _FINE))
 
 
 def _verdict(cmp: _Comparison) -> float:
     """Score in [0, 1]; >= MATCH_THRESHOLD exactly when every measure is within its limit."""
     badness = max(cmp.conflict / _MAX_CONFLICT, cmp.changed / _MAX_CHANGED,
-                  (1 - cmp.correlation) / (1 - _MIN_CORRELATION), _MIN_OVERLAP / max(cmp.overlap, 1e-6))
+                  (1 - cmp.correlation) / (1 - _MIN_CORRELATION), _MIN_OVERLAP / max(cmp.overlap, 1e-6),
+                  cmp.exclusive / _MAX_EXCLUSIVE, cmp.fine / _MAX_FINE)
     return float(np.clip(1.0 - badness / 2, 0.0, 1.0))
 
 
@@ -806,6 +887,9 @@ def _compare(pa: _Prepared, pb: _Prepared) -> tuple[float, _Comparison]:
         to_b, correlation = _align(pa, pb, img_a, mirror)
         cmp = _measure(pa, pb, img_a, fov_a, to_b, correlation)
         score = _verdict(cmp)
+        if score >= MATCH_THRESHOLD:    # the fine comparison costs more: only for pairs it could reject
+            cmp = replace(cmp, fine=_fine_changed(pa, pb, to_b))
+            score = _verdict(cmp)
         if best is None or score > best[0]:
             best = (score, cmp)
     assert best is not None

@@ -1,7 +1,7 @@
 """Recall of product-picture near-duplicates per seller edit, at a false-positive rate <= 1e-4.
 
     python benchmarks/image_recall.py [--products 500] [--seed 7] [--workers 2]
-                                      [--sample ../shared/samples/market-s] [--json out.json]
+                                      [--sample ../shared/samples/market-s | --sample ""] [--json out.json]
 
 Generates `--products` products with fixtures/images.py (about 40% of them look-alike variants:
 recoloured, relabelled, similar shape), writes each product's picture and one edited copy per
@@ -287,7 +287,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--workdir", help="where to write the pictures (default: a temporary folder)")
     default_sample = Path(__file__).resolve().parents[2] / "shared" / "samples" / "market-s"
-    parser.add_argument("--sample", type=Path, default=default_sample if default_sample.exists() else None)
+    parser.add_argument("--sample", type=lambda s: Path(s) if s else None,
+                        default=default_sample if default_sample.exists() else None,
+                        help="marketplace sample to check too (default: the shared sample if present; '' for none)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
     report: dict = {"fpr": FPR, "default_radius": DEFAULT_RADIUS, "match_threshold": MATCH_THRESHOLD}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from assoc.images import (
     DEFAULT_RADIUS,
@@ -79,6 +79,40 @@ def test_lookalike_is_a_different_product(products: dict, kind: str) -> None:
     for spec in products["specs"]:
         a, b = (spec.product_id, "original"), (spec.product_id, kind)
         assert match_decision(fps[a], fps[b], paths[a], paths[b])[0] is False
+
+
+def _with_text(picture: Image.Image, text: str, where: tuple[float, float], size: float = 0.07) -> Image.Image:
+    out = picture.copy()
+    w, h = out.size
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", round(h * size))
+    except OSError:
+        font = ImageFont.load_default(size=round(h * size))
+    ImageDraw.Draw(out).text((w * where[0], h * where[1]), text, fill=(30, 30, 35), font=font)
+    return out
+
+
+@pytest.mark.parametrize("case", ["label elsewhere", "other code in place"])
+def test_label_differences_are_different_products(products: dict, tmp_path: Path, case: str) -> None:
+    """One drawing, two labels: placed apart (detail on each side alone: fails without the
+    *exclusive* measure) or in the same place with another model code. A watermark added to one
+    copy still matches, but one that lands across the label may not (one miss of four allowed,
+    as for the edits above)."""
+    found = watermarked = 0
+    for spec in products["specs"]:
+        plain = draw_product(replace(spec, label="", mark=""))
+        if case == "label elsewhere":
+            a, b = _with_text(plain, "KX-2041 Pro", (0.05, 0.04)), _with_text(plain, "Velora", (0.55, 0.88))
+        else:
+            a, b = _with_text(plain, "TP5852", (0.35, 0.04), 0.06), _with_text(plain, "CH1387", (0.35, 0.04), 0.06)
+        a.save(tmp_path / "a.jpg", quality=90)
+        b.save(tmp_path / "b.jpg", quality=90)
+        rng = random.Random(spec.product_id)
+        edit_picture(a, "watermark", rng)[0].save(tmp_path / "a-watermarked.jpg", quality=85)
+        watermarked += images_match(tmp_path / "a.jpg", tmp_path / "a-watermarked.jpg") >= MATCH_THRESHOLD
+        found += images_match(tmp_path / "a.jpg", tmp_path / "b.jpg") >= MATCH_THRESHOLD
+    assert found == 0
+    assert watermarked >= len(products["specs"]) - 1
 
 
 def test_different_products_do_not_match(products: dict) -> None:
