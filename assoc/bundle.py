@@ -268,25 +268,29 @@ def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
             deferred.append((number, record))
     # Signals and products after every store, so a store's children never depend on line order.
     for number, record in deferred:
-        store_id = str(record.get("store_id", "")).strip()
-        for field, add in (("signals", stores.add_signal), ("products", stores.add_product)):
-            items = record.get(field) or []
-            if not isinstance(items, list):
-                problems.row(name, number, f"malformed row: '{field}' must be a list", "")
-                continue
-            for position, item in enumerate(items, start=1):
-                if not isinstance(item, dict):
-                    problems.row(name, number, f"malformed row: {field}[{position}] must be an object", "")
-                    continue
-                cells = _as_cells(item)
-                cells.setdefault("store_id", store_id)
-                if cells["store_id"] != store_id:
-                    problems.row(name, number, f"{field}[{position}] names store_id {cells['store_id']!r} "
-                                               f"inside store {store_id!r}; nest items under their own store",
-                                 "")
-                    continue
-                add(name, number, cells, where=f"{field}[{position}]: ")
+        _add_children(stores, problems, name, number, record)
     return stores.bundle()
+
+
+def _add_children(stores: _Collector, problems: _Problems, name: str, number: int, record: dict[str, Any]) -> None:
+    """The signals and products nested in one JSON store record (line `number` of file `name`)."""
+    store_id = str(record.get("store_id", "")).strip()
+    for field, add in (("signals", stores.add_signal), ("products", stores.add_product)):
+        items = record.get(field) or []
+        if not isinstance(items, list):
+            problems.row(name, number, f"malformed row: '{field}' must be a list", "")
+            continue
+        for position, item in enumerate(items, start=1):
+            if not isinstance(item, dict):
+                problems.row(name, number, f"malformed row: {field}[{position}] must be an object", "")
+                continue
+            cells = _as_cells(item)
+            cells.setdefault("store_id", store_id)
+            if cells["store_id"] != store_id:
+                problems.row(name, number, f"{field}[{position}] names store_id {cells['store_id']!r} "
+                                           f"inside store {store_id!r}; nest items under their own store", "")
+                continue
+            add(name, number, cells, where=f"{field}[{position}]: ")
 
 
 def _as_cells(record: dict[str, Any]) -> dict[str, str]:

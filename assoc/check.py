@@ -58,7 +58,7 @@ import numpy as np
 
 from models import rules
 
-from .bundle import _as_cells, _Collector, _Problems, read_bundle
+from .bundle import _add_children, _as_cells, _Collector, _Problems, read_bundle
 from .catalog import COMMON_FACTOR, COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap
 from .decisions import ReviewState
 from .errors import AssocError, BundleError
@@ -164,23 +164,7 @@ def candidate_from_record(record: Any, *, root: Path) -> Bundle:
     if _unencodable(record):
         problems.row(name, line, "bad encoding: the line is not valid UTF-8; re-export the file as UTF-8", "")
     elif rows.add_store(name, line, _as_cells(record)):
-        store_id = str(record.get("store_id", "")).strip()
-        for field, add in (("signals", rows.add_signal), ("products", rows.add_product)):
-            items = record.get(field) or []
-            if not isinstance(items, list):
-                problems.row(name, line, f"malformed row: '{field}' must be a list", "")
-                continue
-            for position, item in enumerate(items, start=1):
-                if not isinstance(item, dict):
-                    problems.row(name, line, f"malformed row: {field}[{position}] must be an object", "")
-                    continue
-                cells = _as_cells(item)
-                cells.setdefault("store_id", store_id)
-                if cells["store_id"] != store_id:
-                    problems.row(name, line, f"{field}[{position}] names store_id {cells['store_id']!r} "
-                                             f"inside store {store_id!r}; nest items under their own store", "")
-                    continue
-                add(name, line, cells, where=f"{field}[{position}]: ")
+        _add_children(rows, problems, name, line, record)
     if problems.fatal or problems.rows:
         raise BundleError(problems.messages(), skippable=not problems.fatal)
     bundle = rows.bundle()
