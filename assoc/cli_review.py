@@ -4,6 +4,7 @@
     assoc review decide ...          the same, as a subcommand
     assoc review import --db PATH review_queue.csv
     assoc review list --db PATH [--json]
+    assoc review suggest ...         in assoc/cli_model.py, with the learned scorer it serves
 
 Registered on the main group at the end of assoc/cli.py. Exit codes: 0 success; 2 invalid input,
 index or usage (nothing is stored then).
