@@ -33,7 +33,8 @@ from .features import FEATURE_NAMES, pair_features
 
 POOL_PER_SUGGESTION = 10  # the uncertain pool is this many times the number asked for
 EXPLORE = 0.5  # share of each request drawn at random
-_SIGNATURE_SKIP = frozenset({"rule_logit", "families"})  # every pair has these: they name no sort
+# rule_logit is set for every pair and families counts kinds the signature already names: neither is a sort
+_SIGNATURE_SKIP = frozenset({"rule_logit", "families"})
 
 
 @dataclass(frozen=True, slots=True)
