@@ -183,6 +183,9 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
 
 def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress,
          scorer: Scorer | None = None, review: ReviewState | None = None) -> ScanResult:
+    """The whole scan: `compare`, then `decide` with the rule table or `scorer`, applying `review`'s decisions.
+
+    Starts worker processes (spawn) for large catalogs: call it under ``if __name__ == "__main__":``."""
     return decide(compare(bundle, settings, progress=progress, review=review), settings, scorer=scorer, review=review)
 
 
