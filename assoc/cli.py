@@ -14,6 +14,7 @@ import click
 
 from .bundle import read_bundle
 from .cli_model import MODEL_OPTION, load_scorer
+from .cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure
 from .decisions import ReviewError, load_review, record_clusters
 from .errors import AssocError, BundleError, OutputError, SettingsError
 from .explain import Explanation, explain_pair
@@ -31,19 +32,10 @@ from .scan import ScanResult, scan
 from .settings import Settings
 from .store import IndexStore
 
-EXIT_INVALID = 2
-EXIT_OUTPUT = 3
 
-
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _fail(exc: AssocError) -> _Failure:
+def _fail(exc: AssocError) -> Failure:
     code = EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_INVALID
-    return _Failure(str(exc), code)
+    return Failure(str(exc), code)
 
 
 class _ProgressDisplay:
@@ -117,9 +109,9 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
                  model_path: Path | None) -> None:
     """Scan BUNDLE (a bundle directory or stores.jsonl), or the index --db, and write the results to --out."""
     if (bundle is None) == (db is None):
-        raise _Failure("give either BUNDLE or --db INDEX", EXIT_INVALID)
+        raise Failure("give either BUNDLE or --db INDEX", EXIT_INVALID)
     if db is not None and decisions is not None:
-        raise _Failure("--decisions goes with BUNDLE; `scan --db` applies the decisions of its own index", EXIT_INVALID)
+        raise Failure("--decisions goes with BUNDLE; `scan --db` applies the decisions of its own index", EXIT_INVALID)
     try:
         settings = Settings.from_file(config) if config else Settings()
         changes: dict[str, Any] = {"skip_invalid": skip_invalid or settings.skip_invalid}
@@ -135,7 +127,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
             changes["cache_dir"] = None
         settings = settings.replace(**changes)
     except (SettingsError, TypeError) as exc:
-        raise _Failure(str(exc), EXIT_INVALID) from exc
+        raise Failure(str(exc), EXIT_INVALID) from exc
     scorer = load_scorer(model_path)
     display = _ProgressDisplay(enabled=not quiet and sys.stderr.isatty())
     progress: Progress = display
@@ -157,7 +149,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
         extras = _write_reviews(outdir, html=with_report or "html" in formats, sarif="sarif" in formats,
                                 export=with_export, reveal_pii=reveal_pii, progress=progress)
     except BundleError as exc:
-        raise _Failure(f"{bundle}: {exc}", EXIT_INVALID) from exc
+        raise Failure(f"{bundle}: {exc}", EXIT_INVALID) from exc
     except AssocError as exc:
         raise _fail(exc) from exc
     finally:

@@ -13,18 +13,13 @@ from pathlib import Path
 
 import click
 
+from .cli_support import EXIT_OUTPUT, Failure
 from .errors import AssocError, OutputError
 from .evaluate import SHOWN_UNKNOWN_IDS, Evaluation, evaluate, plot_precision_recall
 
-EXIT_INVALID = 2
-EXIT_OUTPUT = 3
 CURVE_NAME = "precision_recall.png"
 
 
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = EXIT_INVALID):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @click.command("evaluate")
@@ -47,9 +42,9 @@ def evaluate_command(outdir: Path, truth_dir: Path, curve_path: Path | None, as_
         result = evaluate(outdir, truth_dir)
         plot_precision_recall(result, curve_path)
     except OutputError as exc:
-        raise _Failure(str(exc), EXIT_OUTPUT) from exc
+        raise Failure(str(exc), EXIT_OUTPUT) from exc
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     if as_json:
         figures = result.to_dict()
         figures["curve"]["path"] = str(curve_path)

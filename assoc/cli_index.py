@@ -20,19 +20,15 @@ import click
 from .bundle import read_bundle
 from .check import check_bundle, read_candidate
 from .cli_model import MODEL_OPTION, load_scorer
+from .cli_support import CONFIG_OPTION, Failure
 from .errors import AssocError, BundleError, SettingsError
 from .records import Progress, no_progress
 from .settings import Settings
 from .store import BATCH_STORES, IndexStore
 
 EXIT_ASSOCIATED = 1
-EXIT_INVALID = 2
 
 
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = EXIT_INVALID):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _settings(config: Path | None, **flags: Any) -> Settings:
@@ -40,7 +36,7 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
         settings = Settings.from_file(config) if config else Settings()
         return settings.replace(**{name: value for name, value in flags.items() if value is not None})
     except (SettingsError, TypeError) as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
 
 
 def _progress(quiet: bool) -> Progress:
@@ -55,8 +51,6 @@ def _progress(quiet: bool) -> Progress:
 
 _DB = click.option("--db", "db", required=True, type=click.Path(path_type=Path, dir_okay=False),
                    help="The index file (SQLite).")
-_CONFIG = click.option("--config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                       help="TOML or JSON settings file; flags override it.")
 
 
 
@@ -68,7 +62,7 @@ def index_group() -> None:
 @index_group.command("add")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_DB
-@_CONFIG
+@CONFIG_OPTION
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows instead of stopping.")
 @click.option("--no-image-hashes", is_flag=True, help="Do not fingerprint local product pictures.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -89,11 +83,11 @@ def index_add(bundle: Path, db: Path, config: Path | None, skip_invalid: bool, n
             report = index.add_bundle(data, settings, hash_images=not no_image_hashes, batch_stores=batch_size,
                                       progress=_progress(quiet))
     except BundleError as exc:
-        raise _Failure(f"{bundle}: {exc}") from exc
+        raise Failure(f"{bundle}: {exc}") from exc
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     except sqlite3.Error as exc:  # e.g. the disk is full, or another process holds a lock too long
-        raise _Failure(f"{db}: the index could not be written: {exc}; run the same command again") from exc
+        raise Failure(f"{db}: the index could not be written: {exc}; run the same command again") from exc
     if not quiet:
         click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged} stores"
                    + ("; catalog refreshed" if report.catalog_refreshed else ""))
@@ -110,7 +104,7 @@ def index_stats(db: Path, hub_cap: int, as_json: bool) -> None:
         with IndexStore.open(db) as index:
             stats = index.stats(hub_cap)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True))
         return
@@ -128,14 +122,14 @@ def index_remove(store_id: str, db: Path) -> None:
         with IndexStore.open(db) as index:
             index.remove_store(store_id)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     click.echo(f"removed {store_id}")
 
 
 @click.command("check")
 @click.argument("candidate", type=click.Path(path_type=Path, exists=True))
 @_DB
-@_CONFIG
+@CONFIG_OPTION
 @click.option("--link-threshold", type=float, help="Probability at or above which a pair is linked [0.5].")
 @click.option("--catalog-threshold", type=float, help="Catalog overlap that links on its own [0.30].")
 @click.option("--hub-cap", type=int, help="Values shared by more stores than this are hubs and ignored [25].")
@@ -155,9 +149,9 @@ def check_command(candidate: Path, db: Path, config: Path | None, link_threshold
         with IndexStore.open(db) as index:
             results = check_bundle(index, bundle, settings, scorer=scorer)
     except BundleError as exc:
-        raise _Failure(f"{candidate}: {exc}") from exc
+        raise Failure(f"{candidate}: {exc}") from exc
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -181,7 +175,7 @@ def _render(result: dict[str, Any]) -> str:
 
 @click.command("serve")
 @_DB
-@_CONFIG
+@CONFIG_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -199,9 +193,9 @@ def serve_command(db: Path, config: Path | None, host: str, port: int, token_fil
     scorer = load_scorer(model_path)
     token = token_file.read_text(encoding="utf-8").strip() if token_file else os.environ.get("ASSOC_TOKEN", "")
     if not token and not no_auth:
-        raise _Failure("no token: set ASSOC_TOKEN or pass --token-file (or --no-auth on a loopback address)")
+        raise Failure("no token: set ASSOC_TOKEN or pass --token-file (or --no-auth on a loopback address)")
     if no_auth and not is_loopback(host):
-        raise _Failure(f"--no-auth is allowed on loopback addresses only, not {host!r}; give a token instead")
+        raise Failure(f"--no-auth is allowed on loopback addresses only, not {host!r}; give a token instead")
     try:
         IndexStore.open(db).close()  # fail before listening: a missing or foreign index is a usage error
         serve(ServerConfig(db=db, settings=settings, token=None if no_auth else token, max_body=max_body,
@@ -209,6 +203,6 @@ def serve_command(db: Path, config: Path | None, host: str, port: int, token_fil
               host, port, ready=lambda address: click.echo(f"listening on http://{address[0]}:{address[1]}",
                                                            err=True))
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     except OSError as exc:
-        raise _Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

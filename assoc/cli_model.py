@@ -14,18 +14,10 @@ from typing import Any
 
 import click
 
+from .cli_support import CONFIG_OPTION, EXIT_OUTPUT, Failure
 from .errors import AssocError
 from .scan import Scorer
 from .settings import Settings
-
-EXIT_INVALID = 2
-
-
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = EXIT_INVALID):
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 MODEL_OPTION = click.option("--model", "model_path", type=click.Path(path_type=Path, exists=True),
                             help="Score pairs with a model trained by `assoc train` (its folder or model.json) "
@@ -41,7 +33,7 @@ def load_scorer(model_path: Path | None) -> Scorer | None:
     try:
         return LinearModel.load(model_path)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
 
 
 def _settings(config: Path | None, no_images: bool) -> Settings:
@@ -49,11 +41,9 @@ def _settings(config: Path | None, no_images: bool) -> Settings:
         settings = Settings.from_file(config) if config else Settings()
         return settings.replace(use_images=False) if no_images else settings
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
 
 
-_CONFIG = click.option("--config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                       help="TOML or JSON settings file (as given to `assoc scan`).")
 _NO_IMAGES = click.option("--no-images", is_flag=True, help="Compare product text only (faster).")
 
 
@@ -64,7 +54,7 @@ _NO_IMAGES = click.option("--no-images", is_flag=True, help="Compare product tex
               help="Label pairs from a generator's truth folder (stores.csv) instead of the decisions.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder for model.json and MODEL_CARD.md (e.g. models/my-market).")
-@_CONFIG
+@CONFIG_OPTION
 @_NO_IMAGES
 @click.option("--json", "as_json", is_flag=True, help="Print the training figures as JSON.")
 def train_command(db: Path, truth_dir: Path | None, out_dir: Path, config: Path | None, no_images: bool,
@@ -79,9 +69,9 @@ def train_command(db: Path, truth_dir: Path | None, out_dir: Path, config: Path 
         model.save(out_dir)
         card = write_card(model, out_dir)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     except OSError as exc:
-        raise _Failure(f"{out_dir}: cannot write the model: {exc.strerror or exc}", 3) from exc
+        raise Failure(f"{out_dir}: cannot write the model: {exc.strerror or exc}", EXIT_OUTPUT) from exc
     figures: dict[str, Any] = {"model": str(out_dir / MODEL_FILE), "card": str(card), "pairs": len(data.labels),
                                "positives": data.positives, "held_out": model.provenance.get("held_out", {})}
     if as_json:
@@ -102,7 +92,7 @@ def train_command(db: Path, truth_dir: Path | None, out_dir: Path, config: Path 
               help="The index file to suggest pairs from (pairs decided there are skipped).")
 @click.option("-n", "count", type=click.IntRange(min=1), default=20, show_default=True, help="How many pairs.")
 @MODEL_OPTION
-@_CONFIG
+@CONFIG_OPTION
 @_NO_IMAGES
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random share of suggestions.")
 @click.option("--json", "as_json", is_flag=True, help="Print the suggestions as JSON.")
@@ -115,7 +105,7 @@ def suggest_command(db: Path, count: int, model_path: Path | None, config: Path 
     try:
         suggestions = suggest_from_index(db, _settings(config, no_images), count, scorer=scorer, seed=seed)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     rows = [{"store_a": s.pair[0], "store_b": s.pair[1], "probability": round(s.probability, 4),
              "evidence": list(s.signature)} for s in suggestions]
     if as_json:

@@ -22,17 +22,10 @@ from typing import Any
 
 import click
 
+from .cli_support import Failure
 from .decisions import DECISIONS, StoredDecision, decide_cluster, decide_pair, import_queue, list_decisions
 from .errors import AssocError
 from .store import IndexStore
-
-EXIT_INVALID = 2
-
-
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = EXIT_INVALID):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def default_reviewer() -> str:
@@ -77,7 +70,7 @@ def review_group(ctx: click.Context, db: Path | None, pair: tuple[str, str] | No
     given = db is not None or pair is not None or cluster_id is not None or decision is not None or note or reviewer
     if ctx.invoked_subcommand is not None:
         if given:
-            raise _Failure(f"options before `{ctx.invoked_subcommand}` belong to the decide form; put them after "
+            raise Failure(f"options before `{ctx.invoked_subcommand}` belong to the decide form; put them after "
                            f"the subcommand: `assoc review {ctx.invoked_subcommand} --db PATH ...`")
         return
     if not given:
@@ -100,7 +93,7 @@ def _decide(db: Path | None, pair: tuple[str, str] | None, cluster_id: str | Non
     if (pair is None) == (cluster_id is None):
         missing.append("exactly one of --pair A B and --cluster ID")
     if missing:
-        raise _Failure(f"give {', '.join(missing)}; for example: assoc review --db index.db --pair S1 S2 "
+        raise Failure(f"give {', '.join(missing)}; for example: assoc review --db index.db --pair S1 S2 "
                        "--decision dismissed")
     assert db is not None and decision is not None
     try:
@@ -113,7 +106,7 @@ def _decide(db: Path | None, pair: tuple[str, str] | None, cluster_id: str | Non
                 stored = decide_cluster(index, cluster_id, decision, reviewer=reviewer or default_reviewer(),
                                         note=note)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     click.echo(_describe(stored))
 
 
@@ -131,7 +124,7 @@ def import_command(queue: Path, db: Path, reviewer: str | None) -> None:
         with _open(db) as index:
             report = import_queue(index, queue, reviewer=reviewer or default_reviewer())
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     click.echo(f"stored {report.stored} decision(s); {report.unchanged} unchanged; "
                f"{report.skipped} row(s) without a decision skipped")
 
@@ -145,7 +138,7 @@ def list_command(db: Path, as_json: bool) -> None:
         with _open(db) as index:
             decisions = list_decisions(index)
     except AssocError as exc:
-        raise _Failure(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in decisions], indent=2))
         return
@@ -163,7 +156,7 @@ def _open(db: Path) -> Iterator[IndexStore]:
         with IndexStore.open(db) as index:
             yield index
     except sqlite3.Error as exc:
-        raise _Failure(f"{db}: the index could not be read: {exc}; nothing was stored") from exc
+        raise Failure(f"{db}: the index could not be read: {exc}; nothing was stored") from exc
 
 
 def _describe(stored: StoredDecision) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from assoc.cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure
 from assoc.errors import AssocError, OutputError
 
 from .base import CollectReport
@@ -23,17 +24,8 @@ from .products import FORMATS as PRODUCT_FORMATS
 from .products import ProductColumns
 from .registry import make_collector
 
-EXIT_INVALID = 2
-EXIT_OUTPUT = 3
-
 _existing_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _bundle_dir = click.Path(path_type=Path, file_okay=False)
-
-
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class _Progress:
@@ -63,9 +55,9 @@ def _run(name: str, out: Path, quiet: bool, **options: Any) -> None:
     try:
         report = make_collector(name, **options).collect(out, progress=progress)
     except OutputError as exc:
-        raise _Failure(str(exc), EXIT_OUTPUT) from exc
+        raise Failure(str(exc), EXIT_OUTPUT) from exc
     except AssocError as exc:
-        raise _Failure(str(exc), EXIT_INVALID) from exc
+        raise Failure(str(exc), EXIT_INVALID) from exc
     finally:
         progress.close()
     if not quiet:
