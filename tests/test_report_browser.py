@@ -116,13 +116,14 @@ def test_report_opens_offline_shows_clusters_evidence_and_masks(driver, report, 
     assert [c.get_attribute("data-cluster") for c in clusters] == [c.cluster_id for c in results.clusters]
     assert len(driver.find_elements("css selector", "svg.diagram .identifier-node")) > 0
     assert not _visible(driver, "tr.evidence-row"), "waterfalls start folded"
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver.find_element("css selector", "section.cluster details summary").click()
-    rows = _visible(driver, "section.cluster tr.evidence-row")
+    # The toggle event that builds a waterfall is a task of its own: wait for its rows.
+    rows = WebDriverWait(driver, 30).until(lambda d: _visible(d, "section.cluster tr.evidence-row"))
     first = results.cluster_pairs(results.clusters[0].cluster_id)[0]
     assert [r.find_element("css selector", "td").text for r in rows] == [s.evidence.code for s in first.waterfall()]
     assert _visible(driver, "section.cluster .catalog img"), "catalog pictures of the first pair"
-    from selenium.webdriver.support.ui import WebDriverWait
-
     driver.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; })")
     expected = sum(len(p.evidence) for p in results.pairs if p.linked)
     # Unfolding fires the toggle events that build the waterfalls as tasks of their own: wait for them.
