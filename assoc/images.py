@@ -214,32 +214,70 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2),
+                 (1, cv2.IMREAD_COLOR))
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # SOFn markers (not DHT, JPG, DAC)
+
+
+def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG that libjpeg can decode straight to upright RGB: grey or
+    three-component, without an Exif block (which may rotate it). None for anything else,
+    including a header this short reader does not follow; Pillow then reads the file."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:     # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+            return None
+        if marker in _JPEG_FRAMES:
+            if at + 10 > len(data) or data[at + 9] not in (1, 3):
+                return None
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        if marker == 0xDA or length < 2:   # scan data before any frame header: not a JPEG we follow
+            return None
+        at += 2 + length
+    return None
+
+
+def _decode_plain_jpeg(data: bytes, width: int, height: int, size: int) -> np.ndarray | None:
+    """RGB pixels of a plain JPEG (see _plain_jpeg_size), decoded by libjpeg at the smallest DCT
+    scale that keeps the longest side >= `size`: what Pillow's draft mode picks, the same
+    pixels, at a fraction of the CPU time for small pictures (no Pillow header parse, no
+    Python-level load loop). None for a file that does not end with the JPEG end-of-image
+    marker (truncated: Pillow decodes those to say why they are rejected) or that libjpeg
+    cannot decode."""
+    if not data.endswith(b"\xff\xd9"):
+        return None
+    flag = next(flag for factor, flag in _JPEG_REDUCED if max(width, height) >= factor * size or factor == 1)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _oversized(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageRejected(f"oversized: {width}x{height} pixels is over the limit of {max_pixels}")
+
+
 def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     """Decode to RGB uint8 with the longest side resized to `size` (JPEGs decoded at reduced scale)."""
     if not data:
         raise ImageRejected("empty file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageRejected(f"oversized: {width}x{height} pixels is over the limit of {max_pixels}")
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))
-            # EXIF orientation: show it as a viewer would (a JPEG without an Exif block has none)
-            if (im.format != "JPEG" or "exif" in im.info) and im.getexif().get(0x0112, 1) != 1:
-                im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
-            arr = np.asarray(im)
-        except ImageRejected:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageRejected("decompression bomb: the declared size is too large") from None
-        except UnidentifiedImageError:
-            raise ImageRejected("not an image (unrecognised format)") from None
-        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad input
-            raise ImageRejected(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+    arr = None
+    if (plain := _plain_jpeg_size(data)) is not None:
+        _oversized(*plain, max_pixels)
+        arr = _decode_plain_jpeg(data, *plain, size)
+    if arr is None:
+        arr = _decode_with_pillow(data, size, max_pixels)
     h, w = arr.shape[:2]
     if h < 8 or w < 8:
         raise ImageRejected(f"too small to compare: {w}x{h} pixels")
@@ -249,6 +287,28 @@ def _decode(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         interp = cv2.INTER_AREA if scale < 0.6 else cv2.INTER_LINEAR
         arr = cv2.resize(arr, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=interp)
     return np.ascontiguousarray(arr)
+
+
+def _decode_with_pillow(data: bytes, size: int, max_pixels: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+            _oversized(*im.size, max_pixels)
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))
+            # EXIF orientation: show it as a viewer would (a JPEG without an Exif block has none)
+            if (im.format != "JPEG" or "exif" in im.info) and im.getexif().get(0x0112, 1) != 1:
+                im = ImageOps.exif_transpose(im)
+            return np.asarray(_to_rgb(im))
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected("decompression bomb: the declared size is too large") from None
+        except UnidentifiedImageError:
+            raise ImageRejected("not an image (unrecognised format)") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad input
+            raise ImageRejected(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -326,8 +386,8 @@ def _uniform_ring(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     ring = _ring(a)
     half = len(ring) // 2     # the ring has an even length: the median is the mean of the middle two
     middle = np.partition(ring.T, (half - 1, half), axis=1)[:, half - 1:half + 1]
-    colour = middle.mean(axis=1)
-    return ring, colour, bool(np.mean(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) >= 0.9)
+    colour = middle.sum(axis=1) / 2.0
+    return ring, colour, np.count_nonzero(_channel_max(np.abs(ring - colour)) <= _FRAME_TOL) >= 0.9 * len(ring)
 
 
 def _gradient(sub: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -385,7 +445,7 @@ def _normalise(a: np.ndarray, *, keep_detail: bool) -> _Normalised:
         diff = _INK_LUT[np.clip(_channel_max(np.abs(smooth - model)), 0, 255).astype(np.uint8)]
         pixels = (sub if keep_detail else smooth) - model + paper_rgb
     gains = (255.0 / paper_rgb if paper_rgb.min() > 150 else np.ones(3)).astype(np.float32)
-    paper = float((paper_rgb * gains).mean())
+    paper = float(paper_rgb @ gains) / 3
     rows, cols = diff.sum(1, dtype=np.float64), diff.sum(0, dtype=np.float64)
     whole = (h / 2, w / 2, h / 2, w / 2)
     if not has_background or rows.sum() < 4 * (_INK_HI - _INK_LO):
@@ -400,7 +460,7 @@ def _area_weights(lo: float, hi: float, length: int, n: int) -> tuple[np.ndarray
     """(n, length) box-filter weights sampling [lo, hi) into n cells, and each cell's share outside."""
     edges = (lo + (hi - lo) / n * np.arange(n + 1, dtype=np.float32))[:, None]
     # covered[k, p]: how much of pixel p lies left of edge k; a cell covers the difference
-    covered = np.clip(edges - np.arange(length, dtype=np.float32)[None, :], 0, 1)
+    covered = np.minimum(np.maximum(edges - np.arange(length, dtype=np.float32)[None, :], 0), 1)
     cover = np.diff(covered, axis=0) * (n / (hi - lo))
     return cover, 1 - cover.sum(1)
 
@@ -430,7 +490,7 @@ def _levels(norm: _Normalised) -> np.ndarray:
     per_channel = rows.transpose(2, 0, 1) @ right.T * (norm.gains / 255.0)[:, None, None]   # (3, 6, 6)
     # paper outside the picture: the same in every channel, so in luma only
     outside = np.outer(_DCT_ONES, _DCT_ONES) - np.outer(_DCT @ (1 - out_y), _DCT @ (1 - out_x))
-    coef = np.tensordot(_OPPONENT, per_channel, axes=1)
+    coef = (_OPPONENT @ per_channel.reshape(3, -1)).reshape(per_channel.shape)
     coef[0] += outside * (norm.paper / 255.0)
     coef = np.concatenate([coef[0].ravel(), coef[1, :_CHROMA_N, :_CHROMA_N].ravel(),
                            coef[2, :_CHROMA_N, :_CHROMA_N].ravel()])

@@ -258,6 +258,21 @@ def test_pixel_limit(tmp_path: Path) -> None:
     assert fingerprint_files([path], HashCache(None))[0]
 
 
+def test_pixel_limit_reads_the_jpeg_header(tmp_path: Path) -> None:
+    small = tmp_path / "small.jpg"
+    Image.new("RGB", (200, 100), "white").save(small)
+    with pytest.raises(ImageRejected, match="oversized: 200x100"):
+        fingerprint_image(small, max_pixels=10_000)
+    # the frame header of a 200x100 JPEG patched to declare 65000x65000: refused before decoding
+    data = bytearray(small.read_bytes())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = struct.pack(">HH", 65000, 65000)
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(ImageRejected, match="oversized: 65000x65000"):
+        fingerprint_image(bomb)
+
+
 def test_transparent_and_grey_pictures(tmp_path: Path) -> None:
     cutout = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
     cutout.paste((30, 80, 200, 255), (50, 50, 150, 150))
@@ -268,6 +283,32 @@ def test_transparent_and_grey_pictures(tmp_path: Path) -> None:
     on_white.convert("L").save(tmp_path / "grey.png")
     assert fingerprint_image(tmp_path / "cutout.png") - fingerprint_image(tmp_path / "on-white.png") <= 4
     fingerprint_image(tmp_path / "grey.png")
+
+
+def test_jpeg_decoding_paths_agree(products: dict, tmp_path: Path) -> None:
+    # Upright RGB and grey JPEGs are decoded by OpenCV's libjpeg; anything else by Pillow. Bytes
+    # after the end-of-image marker send the same picture down Pillow's path: same fingerprint.
+    picture = Image.open(products["paths"][products["specs"][0].product_id, "original"]).convert("RGB")
+    for name, mode, options in (("rgb", "RGB", {}), ("grey", "L", {}), ("progressive", "RGB", {"progressive": True}),
+                                ("cmyk", "CMYK", {})):
+        plain = tmp_path / f"{name}.jpg"
+        picture.convert(mode).save(plain, quality=85, **options)
+        padded = tmp_path / f"{name}-padded.jpg"
+        padded.write_bytes(plain.read_bytes() + b"trailing bytes")
+        assert fingerprint_image(plain) == fingerprint_image(padded), name
+    assert fingerprint_image(tmp_path / "cmyk.jpg") - fingerprint_image(tmp_path / "rgb.jpg") <= 8
+
+
+def test_exif_orientation_is_applied(products: dict, tmp_path: Path) -> None:
+    upright = Image.open(products["paths"][products["specs"][1].product_id, "original"]).convert("RGB")
+    upright.save(tmp_path / "upright.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6   # "rotate 90 degrees clockwise to show": stored turned the other way
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated.jpg", quality=90, exif=exif.tobytes())
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated-no-tag.jpg", quality=90)
+    reference = fingerprint_image(tmp_path / "upright.jpg")
+    assert fingerprint_image(tmp_path / "rotated.jpg") - reference <= 8
+    assert fingerprint_image(tmp_path / "rotated-no-tag.jpg") - reference > 8
 
 
 # ----------------------------------------------------------------------------- cache
