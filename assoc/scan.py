@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from models import rules
 
-from .catalog import CatalogResult, compare_catalogs
+from .catalog import CatalogResult
+from .catalog_cache import compare_catalogs_cached
 from .cluster import Cluster, cluster_stores
 from .evidence import Evidence, catalog_evidence, compare_pair, value_support, without_doubtful_values
 from .index import Hub, StorePair, build_index
@@ -116,7 +117,7 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
     candidates = index.candidate_pairs(settings.hub_cap, exclude=marked)
     catalog = None
     if bundle.products:
-        catalog = compare_catalogs(bundle.products, bundle.root, settings, progress=progress)
+        catalog = compare_catalogs_cached(bundle.products, bundle.root, settings, progress=progress)
     overlaps = catalog.overlaps if catalog else {}
 
     pairs = sorted(set(candidates) | set(overlaps))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,15 @@ def jsonl_text(stores: Sequence[Row], signals: Sequence[Row] = (), products: Seq
                 raise ValueError(f"{field} item for unknown store {owner!r} cannot be nested in JSONL")
             by_store[owner][field].append({k: v for k, v in item.items() if k != "store_id"})
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in by_store.values())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Caches a test does not place itself go to a temporary folder, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("xdg-cache")
+        patch.setenv("XDG_CACHE_HOME", str(home))
+        yield home
 
 
 @pytest.fixture
