@@ -176,17 +176,12 @@ _CANDIDATE_FILE = "candidate.jsonl"
 
 
 def _unencodable(value: Any) -> bool:
-    """True when a string in the record has a lone surrogate: text no UTF-8 file (or index) can hold."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_unencodable(k) or _unencodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_unencodable(v) for v in value)
+    """True when a string in the record has a lone surrogate: text no UTF-8 file (or index) can hold.
+    (json.dumps keeps strings as they are with ensure_ascii off: one pass in C over the whole record.)"""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
@@ -692,8 +687,7 @@ class _Check:
         members = self.hot.block_members(self.index, {b for listed in blocks for b in listed})
         found = [_compared([members[b] for b in listed]) for listed in blocks]
         skip = {listing.product_id for listing in replaced}
-        votes, best, weights = self._votes(texts, replaced, found, skip)
-        norms = _Norms(weights)
+        votes, best, norms = self._votes(texts, replaced, found, skip)
         chosen: list[int | None] = [
             max(tally, key=lambda g, t=tally, b=top: (t[g], b[g], -g)) if tally else None
             for tally, top in zip(votes, best, strict=True)]
@@ -729,12 +723,11 @@ class _Check:
         return out, {p.product_id: listed for p, listed in zip(self.fresh, blocks, strict=True)}
 
     def _votes(self, texts: list[ProductText], replaced: list[StoredListing], found: list[list[int]],
-               skip: set[str]) -> tuple[list[Counter[int]], list[dict[int, float]], dict[str, float]]:
+               skip: set[str]) -> tuple[list[Counter[int]], list[dict[int, float]], _Norms]:
         """For each new listing, how many of its compared listings of each group match it, and the best score
-        in each group; and the IDF weights."""
+        in each group; and the similarity under the IDF weights, for matching the new listings with each other."""
         candidates = self.hot.texts(self.index, {i for ids in found for i in ids})
-        weights = self._weights(texts, replaced, candidates.values())
-        norms = _Norms(weights)
+        norms = _Norms(self._weights(texts, replaced, candidates.values()))
         votes: list[Counter[int]] = []
         best: list[dict[int, float]] = []
         for text, ids in zip(texts, found, strict=True):
@@ -751,7 +744,7 @@ class _Check:
                     top[listing.group_id] = max(top.get(listing.group_id, 0.0), score)
             votes.append(tally)
             best.append(top)
-        return votes, best, weights
+        return votes, best, norms
 
     def _weights(self, texts: list[ProductText], replaced: list[StoredListing],
                  compared: Iterable[StoredListing]) -> dict[str, float]:

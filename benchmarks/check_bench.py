@@ -365,8 +365,9 @@ def main(argv: list[str] | None = None) -> None:
             connection.close()
         figures["http"] = over_http(servers[0], records, warmup=0)
         print("http", json.dumps(figures["http"]), flush=True)
-        figures["load"] = load(servers, records, args.clients, args.duration)
-        print("load", json.dumps(figures["load"]), flush=True)
+        if args.clients:   # --clients 0: latency only
+            figures["load"] = load(servers, records, args.clients, args.duration)
+            print("load", json.dumps(figures["load"]), flush=True)
     finally:
         figures["server_exit_code"] = max(server.stop() for server in servers)
     figures["machine"]["load_average_end"] = os.getloadavg()

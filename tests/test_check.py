@@ -271,6 +271,20 @@ def test_a_candidate_record_is_validated_as_the_bundle_reader_validates_it(recor
     assert got.value.problems == expected.value.problems
 
 
+@pytest.mark.parametrize("record", [
+    {"store_id": "B", "products": [{"product_id": "P1", "title": "mug \ud800 300ml"}]},
+    {"store_id": "B", "signals": [{"kind": "ip", "value": "1.2.3.4", "\udc80": "x"}]},
+])
+def test_a_candidate_record_with_a_lone_surrogate_is_refused(record, tmp_path):
+    """JSON may escape half a surrogate pair ("\\ud800"): text no UTF-8 index can store."""
+    from assoc.check import candidate_from_record
+    from assoc.errors import BundleError
+
+    with pytest.raises(BundleError) as got:
+        candidate_from_record(record, root=tmp_path)
+    assert "candidate.jsonl line 1: bad encoding" in "\n".join(got.value.problems)
+
+
 def test_a_valid_candidate_record_reads_as_the_bundle_reader_reads_it(market, tmp_path):
     from assoc.check import candidate_from_record
 
