@@ -86,8 +86,8 @@ def main() -> None:
 @click.option("--no-images", is_flag=True, help="Compare product text only.")
 @click.option("--no-text", is_flag=True, help="Compare product images only.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Image hash cache folder [$XDG_CACHE_HOME/assoc].")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the image hash cache.")
+              help="Cache of image hashes and of the last catalog comparisons [$XDG_CACHE_HOME/assoc].")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the cache (image hashes, catalog comparisons).")
 @click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (listed in OUTDIR/rejected.csv).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary table.")

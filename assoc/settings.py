@@ -37,7 +37,7 @@ class Settings:
     # Catalog comparison parts.
     use_text: bool = True
     use_images: bool = True
-    # Where image hashes are cached by file content digest; None disables the cache.
+    # Where image hashes (by file content digest) and the last catalog comparisons are cached; None: nowhere.
     cache_dir: Path | None = dataclasses.field(default_factory=default_cache_dir)
 
     def validate(self) -> Settings:
