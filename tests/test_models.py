@@ -63,6 +63,18 @@ def test_features_are_zero_for_absent_evidence_and_carry_the_rule_weights():
     assert pair_features(shared)[FEATURE_NAMES.index("bits:payment_account")] < features["bits:payment_account"]
 
 
+def test_a_value_whose_holders_share_nothing_else_is_infrastructure():
+    key = ("payment_account", "payment_account-value")
+    for stores in (3, 6):
+        lone = rules.weigh([_piece("payment_account", stores=stores)], {key: 0.0})
+        assert lone[0].weight == rules.INFRASTRUCTURE_WEIGHT and rules.probability(lone) < 0.05
+    # one holder pair in three corroborated (two of one operator's stores, say): the value keeps its weight
+    backed = rules.weigh([_piece("payment_account", stores=3)], {key: 1 / 3})
+    assert backed[0].weight == rules.EXACT_WEIGHTS["payment_account"] - 1 and rules.probability(backed) > 0.5
+    # two holders: one pair, nothing to measure support on
+    assert rules.weigh([_piece("payment_account")])[0].weight == rules.EXACT_WEIGHTS["payment_account"]
+
+
 def test_session_features_need_a_close_exact_session_value():
     near = rules.weigh([_piece("ip", gap_hours=2.0)])
     far = rules.weigh([_piece("ip", gap_hours=20.0)])

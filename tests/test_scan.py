@@ -114,3 +114,23 @@ def test_csv_and_jsonl_bundles_scan_identically(tmp_path):
     generate(tmp_path / "csv", stores=30, seed=9)
     generate(tmp_path / "jsonl", stores=30, seed=9, fmt="jsonl")
     assert _scan_rows(read_bundle(tmp_path / "csv")) == _scan_rows(read_bundle(tmp_path / "jsonl"))
+
+
+def test_an_account_held_by_stores_that_share_nothing_else_links_none_of_them(make_bundle):
+    """A pooled payout account (three unrelated stores) against an operator's (three stores that also
+    share a login device two by two): only the second links, and the first is explained as it is."""
+    stores = [{"store_id": s, "country": "CN"} for s in ("A1", "A2", "A3", "B1", "B2", "B3")]
+    ids = [row["store_id"] for row in stores]
+    signals = [{"store_id": s, "kind": "payment_account", "value": "alipay: 6222 0000 1111 2222"}
+               for s in ("A1", "A2", "A3")]
+    signals += [{"store_id": s, "kind": "phone", "value": f"+86 138 0000 000{n}"} for n, s in enumerate(ids)]
+    signals += [{"store_id": s, "kind": "payment_account", "value": "6217-5565-7981-0372"} for s in ("B1", "B2", "B3")]
+    signals += [{"store_id": a, "kind": "device_id", "value": f"device-{a}{b}"} for a, b in (("B1", "B2"), ("B2", "B3"))]
+    signals += [{"store_id": b, "kind": "device_id", "value": f"device-{a}{b}"} for a, b in (("B1", "B2"), ("B2", "B3"))]
+    from assoc.scan import compare
+
+    bundle = read_bundle(make_bundle(stores, signals).csv_dir)
+    result = scan(bundle, SETTINGS)
+    assert {(p.store_a, p.store_b) for p in result.pairs if p.linked} == {("B1", "B2"), ("B1", "B3"), ("B2", "B3")}
+    pooled = compare(bundle, SETTINGS).weighted()[("A1", "A2")]
+    assert [(e.kind, e.stores, e.support, e.weight) for e in pooled] == [("payment_account", 3, 0.0, 2.0)]
