@@ -4,10 +4,11 @@ Method (DESIGN_NOTES §7):
 1. The graph holds confident edges only: pairs whose operator evidence reaches the link
    threshold. Hub values never made pairs in the first place (index.py), and catalog-rule links
    join stores pairwise but do not merge operator clusters: "possibly related" stays apart from
-   "same operator". Fragile edges, which would not reach the threshold without a shared value
-   that its other holders do not corroborate (evidence.value_support), join only stores that no solid edge has placed in
-   a group yet: an agency account shared by one store of a large operator must not pull
-   unrelated sellers into that operator's cluster.
+   "same operator". Fragile edges, which would not reach the threshold without a doubtful value
+   (evidence.without_doubtful_values: one its other holders do not corroborate, or one only the
+   two stores hold, seen far apart, with nothing else between them), join only stores that no
+   solid edge has placed in a group yet: an agency account shared by one store of a large
+   operator must not pull unrelated sellers into that operator's cluster.
 2. Each connected component of two or more stores is a cluster. Its id is derived from its
    members (the smallest store id), so it is stable across runs and input orders. Its risk is
    the weakest link of its maximum spanning tree: how sure we are that every member belongs.

@@ -217,7 +217,19 @@ DOUBTFUL_SUPPORT = 0.5
 
 
 def without_doubtful_values(evidence: list[Evidence]) -> list[Evidence]:
-    """The evidence less every value held by 3+ stores that mostly share nothing else.
+    """The evidence less its doubtful values: a link that holds without them is solid; one that
+    needs them rests on doubtful values (and joins no existing cluster, assoc.cluster).
 
-    A link that holds without them is solid; one that needs them rests on doubtful values."""
-    return [p for p in evidence if p.support is None or p.support >= DOUBTFUL_SUPPORT]
+    Doubtful are values held by 3+ stores that mostly share nothing else (support below
+    DOUBTFUL_SUPPORT), and a value held by just these two stores, seen by them more than a day
+    apart, when the pair shares nothing else of weight: with two holders there is no support to
+    measure, and that is how an agency's account looks in a small export. (An undated sighting
+    is not doubtful: most such values are one operator's slips. BENCHMARKS.md, "Shared
+    infrastructure".)"""
+    def lone(piece: Evidence) -> bool:
+        return (piece.kind != "catalog" and piece.stores == 2 and piece.gap_hours is not None
+                and piece.gap_hours > CORROBORATING_GAP_HOURS
+                and not any(other.identity != piece.identity and other.weight >= CORROBORATING_WEIGHT
+                            for other in evidence))
+
+    return [p for p in evidence if (p.support is None or p.support >= DOUBTFUL_SUPPORT) and not lone(p)]

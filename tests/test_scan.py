@@ -125,8 +125,8 @@ def test_an_account_held_by_stores_that_share_nothing_else_links_none_of_them(ma
                for s in ("A1", "A2", "A3")]
     signals += [{"store_id": s, "kind": "phone", "value": f"+86 138 0000 000{n}"} for n, s in enumerate(ids)]
     signals += [{"store_id": s, "kind": "payment_account", "value": "6217-5565-7981-0372"} for s in ("B1", "B2", "B3")]
-    signals += [{"store_id": a, "kind": "device_id", "value": f"device-{a}{b}"} for a, b in (("B1", "B2"), ("B2", "B3"))]
-    signals += [{"store_id": b, "kind": "device_id", "value": f"device-{a}{b}"} for a, b in (("B1", "B2"), ("B2", "B3"))]
+    logins = (("B1", "B2"), ("B2", "B3"))   # a device each pair of the operator's stores used
+    signals += [{"store_id": s, "kind": "device_id", "value": f"device-{a}{b}"} for a, b in logins for s in (a, b)]
     from assoc.scan import compare
 
     bundle = read_bundle(make_bundle(stores, signals).csv_dir)
@@ -134,3 +134,23 @@ def test_an_account_held_by_stores_that_share_nothing_else_links_none_of_them(ma
     assert {(p.store_a, p.store_b) for p in result.pairs if p.linked} == {("B1", "B2"), ("B1", "B3"), ("B2", "B3")}
     pooled = compare(bundle, SETTINGS).weighted()[("A1", "A2")]
     assert [(e.kind, e.stores, e.support, e.weight) for e in pooled] == [("payment_account", 3, 0.0, 2.0)]
+
+
+@pytest.mark.parametrize(("seen_x", "joins"), [
+    ("2023-01-05T10:00:00Z", False),   # two years apart: the pair is linked, the store joins no cluster
+    ("2025-01-05T12:00:00Z", True),    # two hours apart: one session, a solid edge
+    ("", True),                        # undated: nothing says it is far; an operator's slip as likely
+])
+def test_a_lone_value_seen_far_apart_does_not_pull_a_store_into_a_cluster(make_bundle, seen_x, joins):
+    stores = [{"store_id": s} for s in ("O1", "O2", "O3", "X")]
+    signals = [{"store_id": s, "kind": "email", "value": "owner@example.com"} for s in ("O1", "O2", "O3")]
+    signals += [{"store_id": s, "kind": "phone", "value": "+49 30 1234567"} for s in ("O1", "O2", "O3")]
+    signals += [{"store_id": "O3", "kind": "payment_account", "value": "DE89 3704 0044 0532 0130 00",
+                 "seen_at": "2025-01-05T10:00:00Z"},
+                {"store_id": "X", "kind": "payment_account", "value": "DE89370400440532013000", "seen_at": seen_x}]
+    result = scan(read_bundle(make_bundle(stores, signals).csv_dir), SETTINGS)
+    pair = next(p for p in result.pairs if (p.store_a, p.store_b) == ("O3", "X"))
+    assert pair.linked  # a payout account links two stores on its own, with its explanation
+    members = {m for c in result.clusters for m in c.members}
+    assert ("X" in members) == joins
+    assert [c.members for c in result.clusters][0][:3] == ("O1", "O2", "O3")
