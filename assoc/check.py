@@ -62,7 +62,7 @@ from .bundle import _add_children, _as_cells, _Collector, _Problems, read_bundle
 from .catalog import COMMON_FACTOR, COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap
 from .decisions import ReviewState
 from .errors import AssocError, BundleError
-from .evidence import Evidence, catalog_evidence, compare_pair, value_support
+from .evidence import Evidence, catalog_evidence, compare_pair, session_values, value_support
 from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index
 from .records import Bundle, Product, Store
 from .scan import PairResult, RuleScorer, Scorer, _pair_result
@@ -583,10 +583,12 @@ class _Check:
             if pair in overlaps:
                 evidence += catalog_evidence(overlaps[pair])
             compared[pair] = evidence
-        support = value_support({**self._holder_pairs(usable), **compared}, rules.base_weight)
+        sharing = {**self._holder_pairs(usable), **compared}
+        support = value_support(sharing, rules.base_weight)
+        sessions = session_values(self._view(), rules.SESSION_KINDS)
         results = []
         for pair, evidence in compared.items():
-            weighted = rules.weigh(evidence, support)
+            weighted = rules.weigh(evidence, support, sessions)
             overlap = overlaps[pair].overlap if pair in overlaps else None
             probability = self.scorer.probability(weighted)
             verdict = self.review.apply(pair, weighted, probability >= self.settings.link_threshold)

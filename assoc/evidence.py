@@ -212,6 +212,33 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
     return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}
 
 
+# Sightings of one value that all fall within this many hours are one session.
+SESSION_HOURS = 6.0
+
+
+def session_values(index: SignalIndex, kinds: frozenset[str]) -> frozenset[IndexKey]:
+    """Exact values of session-bound `kinds` held by three or more stores whose every dated
+    sighting, in every store, falls within SESSION_HOURS (at least two stores dated).
+
+    Such a value is one login session: one operator signing in to several stores from one home
+    IP or device within hours. Unrelated stores behind one egress, carrier or office IP use it
+    at times spread over months (DESIGN_NOTES §4): a crowd of holders means shared
+    infrastructure only when their uses are spread out. The span of all sightings is asked, not
+    each pair's closest two: stores that all sign in daily through one office IP have close
+    pairs but a span of months. This reading assumes the export covers more than a few days of
+    activity; in a one-day login export every value looks like a session."""
+    sessions = []
+    for key, holders in index.postings.items():
+        if key[0] not in kinds or len(holders) < 3 or key in index.weak_notes:
+            continue
+        dated = [posting.times for posting in holders.values() if posting.times]
+        if len(dated) >= 2:
+            first, last = min(map(min, dated)), max(map(max, dated))
+            if last - first <= SESSION_HOURS * 3600:
+                sessions.append(key)
+    return frozenset(sessions)
+
+
 # A shared value whose holder pairs are corroborated less often than this is doubtful.
 DOUBTFUL_SUPPORT = 0.5
 

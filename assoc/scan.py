@@ -16,8 +16,8 @@ from models import rules
 from .catalog import CatalogResult
 from .catalog_cache import compare_catalogs_cached
 from .cluster import Cluster, cluster_stores
-from .evidence import Evidence, catalog_evidence, compare_pair, value_support, without_doubtful_values
-from .index import Hub, StorePair, build_index
+from .evidence import Evidence, catalog_evidence, compare_pair, session_values, value_support, without_doubtful_values
+from .index import Hub, IndexKey, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
 
@@ -75,13 +75,14 @@ class Comparison:
     bundle: Bundle
     evidence: dict[StorePair, list[Evidence]]
     support: dict[tuple[str, str], float]
+    sessions: frozenset[IndexKey]  # values one login session used (evidence.session_values)
     hubs: list[Hub]
     catalog: CatalogResult | None
     stats: dict[str, int]
 
     def weighted(self) -> dict[StorePair, list[Evidence]]:
         """Each pair's evidence weighed by the rule table (learned scorers use those weights as features)."""
-        return {pair: rules.weigh(evidence, self.support) for pair, evidence in self.evidence.items()}
+        return {pair: rules.weigh(evidence, self.support, self.sessions) for pair, evidence in self.evidence.items()}
 
 
 class Scorer(Protocol):
@@ -132,9 +133,10 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
     progress("compare pairs", len(pairs), len(pairs))
     # How well each shared value is corroborated is known only once every pair sharing it is compared.
     support = value_support(compared, rules.base_weight)
+    sessions = session_values(index, rules.SESSION_KINDS)
     stats = {"signals": index.signal_count, "signals_without_information": index.dropped,
              "candidate_pairs": len(candidates), **(catalog.stats if catalog else {})}
-    return Comparison(bundle=bundle, evidence=compared, support=support,
+    return Comparison(bundle=bundle, evidence=compared, support=support, sessions=sessions,
                       hubs=index.hubs(settings.hub_cap, marked=marked), catalog=catalog, stats=stats)
 
 

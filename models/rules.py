@@ -22,7 +22,11 @@ the hub cap a value is not evidence at all (it never becomes a candidate key).
 Time: for session-bound kinds (ip, device, MAC, browser), two stores seen with the same value
 within 6 hours gain 6 bits, within a day 3, within a week 0.5; more than a year apart lose 1.
 So one IP never links on its own, but the same IP used by both stores within six hours (a
-shared session), when no more than three stores ever used it, does (DESIGN_NOTES §4).
+shared session) does when no more than three stores ever used it, or when every pair of its
+holders used it within six hours of each other: then the holders are one session (one operator
+signing in to all of them) and the value loses nothing to rarity (evidence.session_values;
+measured in BENCHMARKS.md "Session values": no such value of 3-25 holders in the 20k market
+belonged to two operators) (DESIGN_NOTES §4).
 Corroboration: a value held by k >= 3 stores whose holder pairs are rarely corroborated by
 anything else (support s, see evidence.value_support) loses a further 2 (1 - s) (log2(k - 1) - 1)
 bits, and when at most one holder pair in five is corroborated (s <= 0.2) it is shared
@@ -40,7 +44,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from assoc.evidence import Evidence
+from assoc.evidence import SESSION_HOURS, Evidence
 
 PRIOR = -10.0
 
@@ -70,7 +74,7 @@ WEAK_WEIGHTS = {  # values their normaliser marked weak, by kind
 WEAK_DEFAULT = 0.5  # private, reserved and carrier-NAT IPs and the like
 
 SESSION_KINDS = frozenset({"ip", "device_id", "mac", "browser_fp"})
-TIME_BONUS = ((6.0, 6.0), (24.0, 3.0), (24.0 * 7, 0.5))  # (within hours, bits)
+TIME_BONUS = ((SESSION_HOURS, 6.0), (24.0, 3.0), (24.0 * 7, 0.5))  # (within hours, bits)
 STALE_HOURS, STALE_PENALTY = 24.0 * 365, -1.0
 
 CATALOG_OWN_SLOPE, CATALOG_OWN_CAP = 20.0, 8.0  # own products: 0.30 of the smaller catalog = 6 bits, never enough alone
@@ -114,15 +118,18 @@ def rarity_adjustment(piece: Evidence, support: float | None = None) -> float:
     return -rarity - UNCORROBORATED_SLOPE * (1.0 - support) * max(0.0, rarity - 1.0)
 
 
-def weigh(evidence: list[Evidence], support: dict[tuple[str, str], float] | None = None) -> list[Evidence]:
+def weigh(evidence: list[Evidence], support: dict[tuple[str, str], float] | None = None,
+          sessions: frozenset[tuple[str, str]] = frozenset()) -> list[Evidence]:
     """Each piece with its weight; within a kind, the strongest first at full weight.
 
-    `support` (from evidence.value_support) is recorded on the pieces it covers."""
+    `support` (from evidence.value_support) is recorded on the pieces it covers; values in
+    `sessions` (evidence.session_values) are one login session and lose nothing to rarity."""
     support = support or {}
     by_kind: dict[tuple[str, bool], list[tuple[float, float | None, Evidence]]] = defaultdict(list)
     for piece in evidence:
         value_support = support.get(piece.identity)
-        raw = max(0.0, base_weight(piece) + rarity_adjustment(piece, value_support) + time_adjustment(piece))
+        rarity = 0.0 if piece.identity in sessions else rarity_adjustment(piece, value_support)
+        raw = max(0.0, base_weight(piece) + rarity + time_adjustment(piece))
         if piece.stores >= 3 and value_support is not None and value_support <= INFRASTRUCTURE_SUPPORT:
             raw = min(raw, INFRASTRUCTURE_WEIGHT)
         by_kind[(piece.kind, piece.level == "supplier")].append((raw, value_support, piece))

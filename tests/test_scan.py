@@ -154,3 +154,41 @@ def test_a_lone_value_seen_far_apart_does_not_pull_a_store_into_a_cluster(make_b
     members = {m for c in result.clusters for m in c.members}
     assert ("X" in members) == joins
     assert [c.members for c in result.clusters][0][:3] == ("O1", "O2", "O3")
+
+
+def test_session_values_need_every_dated_sighting_within_the_session_window():
+    from assoc.evidence import SESSION_HOURS, session_values
+    from assoc.index import Posting, SignalIndex
+
+    hour = 3600.0
+
+    def sessions(*stores: list[float], kind: str = "ip", weak: bool = False) -> frozenset:
+        key = (kind, "v")
+        index = SignalIndex(postings={key: {f"S{n}": Posting(times=list(t)) for n, t in enumerate(stores)}},
+                            weak_notes={key: "carrier NAT"} if weak else {}, dropped=0, signal_count=0)
+        return session_values(index, frozenset({"ip"}))
+
+    assert sessions([0.0], [2 * hour], [SESSION_HOURS * hour]) == {("ip", "v")}
+    assert sessions([0.0], [2 * hour], []) == {("ip", "v")}  # an undated holder says nothing against
+    # every pair has close sightings, but the value was used over months: an office's, not a session
+    assert sessions([0.0, 90 * 24 * hour], [hour, 90 * 24 * hour + hour], [2 * hour]) == frozenset()
+    assert sessions([0.0], [], []) == frozenset()  # one dated holder: no span to measure
+    assert sessions([0.0], [hour]) == frozenset()  # two holders: a pair, weighed as such
+    assert sessions([0.0], [hour], [hour], weak=True) == frozenset()
+    assert sessions([0.0], [hour], [hour], kind="email") == frozenset()
+
+
+@pytest.mark.parametrize(("times", "linked"), [
+    (["2025-03-01T10:00:00Z", "2025-03-01T11:10:00Z", "2025-03-01T12:30:00Z", "2025-03-01T13:05:00Z",
+      "2025-03-01T13:40:00Z", "2025-03-01T14:00:00Z"], True),      # one afternoon: one operator's session
+    (["2024-01-03T10:00:00Z", "2024-04-11T09:00:00Z", "2024-07-20T18:00:00Z", "2024-09-02T07:00:00Z",
+      "2025-01-15T21:00:00Z", "2025-03-01T14:00:00Z"], False),     # spread over a year: an office or carrier IP
+])
+def test_an_ip_every_holder_used_within_hours_links_them_all(make_bundle, times, linked):
+    stores = [{"store_id": f"E{n}"} for n in range(6)]
+    signals = [{"store_id": f"E{n}", "kind": "ip", "value": "183.176.203.187", "seen_at": t}
+               for n, t in enumerate(times)]
+    signals += [{"store_id": f"E{n}", "kind": "email", "value": f"seller{n}@example.com"} for n in range(6)]
+    result = scan(read_bundle(make_bundle(stores, signals).csv_dir), SETTINGS)
+    pairs = {(p.store_a, p.store_b) for p in result.pairs if p.linked}
+    assert pairs == (set(combinations([f"E{n}" for n in range(6)], 2)) if linked else set())
