@@ -8,8 +8,8 @@ under `cache_dir / "catalog-results.sqlite"`, keyed by a SHA-256 of everything i
 - every listing, in order: store, product id, title, description, picture references;
 - every local picture's path, size and modification time (what the image hash cache trusts);
 - the settings the comparison reads (use_text, use_images, catalog_report_floor);
-- the source of the modules that compute it (catalog, text, images), so new code never reads
-  an old result.
+- the source of the modules that compute it (catalog, text, images) and the versions of the
+  libraries they call (numpy, scipy, OpenCV, Pillow), so new code never reads an old result.
 
 Any change to any of these misses and recomputes everything; image fingerprints are still
 served by their own per-file cache. The newest KEEP results are kept.
@@ -27,6 +27,11 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+import cv2
+import numpy
+import PIL
+import scipy
+
 from . import catalog, images, text
 from .catalog import CatalogMatch, CatalogResult, PairOverlap, compare_catalogs
 from .records import Product, Progress, RejectedRow, no_progress
@@ -38,7 +43,9 @@ FORMAT = 1
 
 @cache
 def _code_digest() -> str:
-    digest = hashlib.sha256(f"format {FORMAT}".encode())
+    # The libraries' versions too: an upgrade may move a similarity or a pixel by a hair.
+    libraries = f"{numpy.__version__} {scipy.__version__} {cv2.__version__} {PIL.__version__}"
+    digest = hashlib.sha256(f"format {FORMAT}; {libraries}".encode())
     for module in (catalog, text, images):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
