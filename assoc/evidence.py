@@ -198,10 +198,23 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
     a device, a login session); unrelated sellers behind a pooled agency account or one
     warehouse address share nothing else. A value whose holders otherwise look unrelated is
     shared infrastructure, however rare it is (DESIGN_NOTES §2-3).
+
+    Measured twice: what corroborates in the second pass is evidence of some weight for its
+    kind whose own value was not doubtful in the first (support >= DOUBTFUL_SUPPORT, or held by
+    two stores). Unrelated sellers behind one pooled account often also sign in through one
+    ERP's egress IP; that IP corroborates nothing, while an operator's home IP, shared by all of
+    its stores along with everything else, does.
     """
+    first = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT)
+    return _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
+                    and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT)
+
+
+def _support(evidence_by_pair: dict[StorePair, list[Evidence]],
+             corroborates: Callable[[Evidence], bool]) -> dict[tuple[str, str], float]:
     holder_pairs: dict[tuple[str, str], list[bool]] = {}
     for pieces in evidence_by_pair.values():
-        strong = [p.identity for p in pieces if base_weight(p) >= CORROBORATING_WEIGHT]
+        strong = [p.identity for p in pieces if corroborates(p)]
         for piece in pieces:
             if piece.kind == "catalog" or piece.stores < 3:
                 continue
@@ -210,6 +223,10 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
             close = piece.gap_hours is not None and piece.gap_hours <= CORROBORATING_GAP_HOURS
             holder_pairs.setdefault(identity, []).append(others or close)
     return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}
+
+
+# A shared value whose holder pairs are corroborated less often than this is doubtful.
+DOUBTFUL_SUPPORT = 0.5
 
 
 # Sightings of one value that all fall within this many hours are one session.
@@ -237,10 +254,6 @@ def session_values(index: SignalIndex, kinds: frozenset[str]) -> frozenset[Index
             if last - first <= SESSION_HOURS * 3600:
                 sessions.append(key)
     return frozenset(sessions)
-
-
-# A shared value whose holder pairs are corroborated less often than this is doubtful.
-DOUBTFUL_SUPPORT = 0.5
 
 
 def without_doubtful_values(evidence: list[Evidence]) -> list[Evidence]:

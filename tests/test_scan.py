@@ -192,3 +192,28 @@ def test_an_ip_every_holder_used_within_hours_links_them_all(make_bundle, times,
     result = scan(read_bundle(make_bundle(stores, signals).csv_dir), SETTINGS)
     pairs = {(p.store_a, p.store_b) for p in result.pairs if p.linked}
     assert pairs == (set(combinations([f"E{n}" for n in range(6)], 2)) if linked else set())
+
+
+def test_a_value_that_is_itself_doubtful_corroborates_nothing():
+    """Three sellers behind one pooled account who also sign in through one ERP's egress IP (held by
+    eight stores that share nothing else): the IP is doubtful, so the account stays uncorroborated.
+    An operator's home IP, corroborated by the operator's phone, does corroborate."""
+    from itertools import combinations
+
+    from assoc.evidence import Evidence, value_support
+    from models import rules
+
+    def piece(kind: str, value: str, stores: int) -> Evidence:
+        return Evidence(kind=kind, level="exact", value=value, stores=stores)
+
+    erp = [f"E{n}" for n in range(8)]  # P1-P3 are three of the ERP's eight clients
+    evidence = {pair: [piece("ip", "erp", 8)] for pair in combinations(sorted(erp), 2)}
+    for pair in combinations(["E0", "E1", "E2"], 2):
+        evidence[pair] = [piece("payment_account", "pool", 3), piece("ip", "erp", 8)]
+    support = value_support(evidence, rules.base_weight)
+    assert support[("ip", "erp")] < 0.5 and support[("payment_account", "pool")] == 0.0
+
+    home = {pair: [piece("ip", "home", 3), piece("phone", "+4930", 3)] for pair in combinations(["O1", "O2", "O3"], 2)}
+    home[("O1", "O2")].append(piece("email", "owner@example.com", 2))
+    support = value_support(home, rules.base_weight)
+    assert support[("ip", "home")] == support[("phone", "+4930")] == 1.0
