@@ -22,11 +22,11 @@ the hub cap a value is not evidence at all (it never becomes a candidate key).
 Time: for session-bound kinds (ip, device, MAC, browser), two stores seen with the same value
 within 6 hours gain 6 bits, within a day 3, within a week 0.5; more than a year apart lose 1.
 So one IP never links on its own, but the same IP used by both stores within six hours (a
-shared session) does when no more than three stores ever used it, or when every pair of its
-holders used it within six hours of each other: then the holders are one session (one operator
-signing in to all of them) and the value loses nothing to rarity (evidence.session_values;
-measured in BENCHMARKS.md "Session values": no such value of 3-25 holders in the 20k market
-belonged to two operators) (DESIGN_NOTES §4).
+shared session) does when no more than three stores ever used it, or when every sighting of it,
+in every store, falls within six hours: then the holders are one session (one operator signing
+in to all of them) and the value loses nothing to rarity (evidence.session_values; measured in
+BENCHMARKS.md "Session values": no such value of 3-25 holders in four generated markets belonged
+to two operators) (DESIGN_NOTES §4).
 Corroboration: a value held by k >= 3 stores whose holder pairs are rarely corroborated by
 anything else (support s, see evidence.value_support) loses a further 2 (1 - s) (log2(k - 1) - 1)
 bits, and when at most one holder pair in five is corroborated (s <= 0.2) it is shared
