@@ -585,7 +585,7 @@ class _Check:
             compared[pair] = evidence
         sharing = {**self._holder_pairs(usable), **compared}
         support = value_support(sharing, rules.base_weight)
-        sessions = session_values(self._view(), rules.SESSION_KINDS)
+        sessions = session_values(view, rules.SESSION_KINDS)
         results = []
         for pair, evidence in compared.items():
             weighted = rules.weigh(evidence, support, sessions)

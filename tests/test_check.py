@@ -120,12 +120,19 @@ def test_links_are_the_scan_pairs_of_an_indexed_store(market, tmp_path):
             links(index, "NOPE", SETTINGS)
 
 
-def test_put_store_makes_identifier_links_exact_at_once(market, held_out, tmp_path):
-    path, held = held_out
-    records = {r.store.store_id: r for r in records_of(market)}
+def _indexed_copy(path, tmp_path):
+    """A writable index of the same stores as the one at `path` (tests that write must not touch it)."""
     copy = tmp_path / "i.db"
     with IndexStore.open(path) as source, IndexStore.open(copy, create=True) as index:
         index.add_bundle(source.load_bundle(), SETTINGS)
+    return copy
+
+
+def test_put_store_makes_identifier_links_exact_at_once(market, held_out, tmp_path):
+    path, held = held_out
+    records = {r.store.store_id: r for r in records_of(market)}
+    copy = _indexed_copy(path, tmp_path)
+    with IndexStore.open(copy) as index:
         assert put_store(index, records[held[0]], SETTINGS)
         assert not put_store(index, records[held[0]], SETTINGS)  # the same content again: nothing written
         assert index.meta("catalog") == "stale"
@@ -309,9 +316,7 @@ def test_checks_see_every_write_made_after_them(market, held_out, tmp_path):
 
     path, held = held_out
     records = {r.store.store_id: r for r in records_of(market)}
-    copy = tmp_path / "i.db"
-    with IndexStore.open(path) as source, IndexStore.open(copy, create=True) as index:
-        index.add_bundle(source.load_bundle(), SETTINGS)
+    copy = _indexed_copy(path, tmp_path)
     candidate = records[next(s for s in held if _scan_pairs(_without(market, set(held) - {s}), s))]
     with IndexStore.open(copy) as reader, IndexStore.open(copy) as writer:
         first = check_store(reader, candidate, SETTINGS)
@@ -337,9 +342,7 @@ def test_checks_from_listing_tables_in_memory_are_the_checks_from_the_file(marke
 
     path, held = held_out
     records = {r.store.store_id: r for r in records_of(market)}
-    copy = tmp_path / "i.db"
-    with IndexStore.open(path) as source, IndexStore.open(copy, create=True) as index:
-        index.add_bundle(source.load_bundle(), SETTINGS)
+    copy = _indexed_copy(path, tmp_path)
     with IndexStore.open(copy) as index:
         _HOT.clear()
         from_file = [check_store(index, records[s], SETTINGS) for s in held]

@@ -12,9 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assoc import Settings, read_bundle, scan
-from assoc.index import build_index
+from assoc.evidence import SESSION_HOURS, Evidence, session_values, value_support
+from assoc.index import Posting, SignalIndex, build_index
 from assoc.records import Bundle
+from assoc.scan import compare
 from fixtures.market import generate
+from models import rules
 
 SETTINGS = Settings(cache_dir=None)
 
@@ -127,8 +130,6 @@ def test_an_account_held_by_stores_that_share_nothing_else_links_none_of_them(ma
     signals += [{"store_id": s, "kind": "payment_account", "value": "6217-5565-7981-0372"} for s in ("B1", "B2", "B3")]
     logins = (("B1", "B2"), ("B2", "B3"))   # a device each pair of the operator's stores used
     signals += [{"store_id": s, "kind": "device_id", "value": f"device-{a}{b}"} for a, b in logins for s in (a, b)]
-    from assoc.scan import compare
-
     bundle = read_bundle(make_bundle(stores, signals).csv_dir)
     result = scan(bundle, SETTINGS)
     assert {(p.store_a, p.store_b) for p in result.pairs if p.linked} == {("B1", "B2"), ("B1", "B3"), ("B2", "B3")}
@@ -157,9 +158,6 @@ def test_a_lone_value_seen_far_apart_does_not_pull_a_store_into_a_cluster(make_b
 
 
 def test_session_values_need_every_dated_sighting_within_the_session_window():
-    from assoc.evidence import SESSION_HOURS, session_values
-    from assoc.index import Posting, SignalIndex
-
     hour = 3600.0
 
     def sessions(*stores: list[float], kind: str = "ip", weak: bool = False) -> frozenset:
@@ -198,11 +196,6 @@ def test_a_value_that_is_itself_doubtful_corroborates_nothing():
     """Three sellers behind one pooled account who also sign in through one ERP's egress IP (held by
     eight stores that share nothing else): the IP is doubtful, so the account stays uncorroborated.
     An operator's home IP, corroborated by the operator's phone, does corroborate."""
-    from itertools import combinations
-
-    from assoc.evidence import Evidence, value_support
-    from models import rules
-
     def piece(kind: str, value: str, stores: int) -> Evidence:
         return Evidence(kind=kind, level="exact", value=value, stores=stores)
 
