@@ -9,7 +9,7 @@ Writing into an existing bundle merges into it (bundleio): identical rows are ke
 disagreement stops the write with both origins named.
 """
 
-from .base import Collector, CollectReport
+from .base import Collector, CollectReport, Problem
 from .errors import CollectError, ConflictError, InputError, UnknownCollectorError
 from .images import FetchLimits, ImagesCollector
 from .local import LocalCollector, MachineSources
@@ -32,6 +32,7 @@ __all__ = [
     "LoginsCollector",
     "MachineSources",
     "MergeCollector",
+    "Problem",
     "ProductColumns",
     "ProductsCollector",
     "UnknownCollectorError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from assoc.records import Progress, no_progress
 
@@ -30,18 +30,42 @@ class Collector(Protocol):
     def collect(self, out: Path, *, progress: Progress = no_progress) -> CollectReport: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem: the file, the line (None: the whole file), and what is wrong; str() is 'FILE line N: ...'."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file} line {self.line}"
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, str | int | None]:
+        return {"file": self.file, "line": self.line, "message": self.message}
+
+
 class Problems:
     """Row problems found so far, each with file and line; the first MAX_KEPT_PROBLEMS are kept."""
 
     def __init__(self) -> None:
-        self.kept: list[str] = []
+        self.kept: list[Problem] = []
         self.total = 0
         self.fatal = False  # a whole file could not be read: skipping rows cannot help
 
     def add(self, file: str, line: int | None, message: str) -> None:
         self.total += 1
         if len(self.kept) < MAX_KEPT_PROBLEMS:
-            self.kept.append(f"{file} line {line}: {message}" if line is not None else f"{file}: {message}")
+            self.kept.append(Problem(file, line, message))
+
+    def add_at(self, origin: str, message: str) -> None:
+        """A problem of the bundle row from `origin`, as bundleio writes it ('FILE line N')."""
+        file, _, line = origin.rpartition(" line ")
+        if file and line.isdigit():
+            self.add(file, int(line), message)
+        else:
+            self.add(origin, None, message)
 
     def file(self, file: str, message: str, line: int | None = None) -> None:
         """A problem with a whole file (unreadable, a named column missing): no row of it can be trusted."""
@@ -51,7 +75,7 @@ class Problems:
     def check(self, skip_invalid: bool) -> None:
         """Raise InputError unless there are no problems, or only row problems and `skip_invalid`."""
         if self.total and (self.fatal or not skip_invalid):
-            raise InputError(self.kept, self.total, skippable=not self.fatal)
+            raise InputError([str(p) for p in self.kept], self.total, skippable=not self.fatal)
 
 
 @dataclass
@@ -61,10 +85,16 @@ class CollectReport:
     collector: str
     out: Path
     counts: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
     problem_count: int = 0
     notes: list[str] = field(default_factory=list)  # what could not be read or done, not tied to a row
 
     def take_problems(self, problems: Problems) -> None:
         self.problems = problems.kept
         self.problem_count = problems.total
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values (`assoc collect ... --json`)."""
+        return {"collector": self.collector, "out": str(self.out), "counts": dict(self.counts),
+                "problem_count": self.problem_count, "problems": [p.to_dict() for p in self.problems],
+                "notes": list(self.notes)}

@@ -20,11 +20,12 @@ writing into one bundle at once cannot lose each other's rows.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ LEADING = {"stores": STORE_COLUMNS, "signals": SIGNAL_COLUMNS, "products": PRODU
 _KEYS = {"stores": ("store_id",), "signals": ("store_id", "kind", "value"), "products": ("store_id", "product_id")}
 
 _UTC_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+# JSON Lines end at CR, LF or CRLF, as assoc.bundle reads them. Not str.splitlines(): it also splits at
+# U+2028, U+0085 and friends, which JSON allows raw inside strings.
+_LINE_END = re.compile(r"(\r\n|\r|\n)")
 SignalKey = tuple[str, str, str, str]  # store_id, kind, value, seen_at as a UTC instant (or as written)
 
 
@@ -317,7 +321,7 @@ def _add(rows: BundleRows, table: str, cells: dict[str, str], origin: str, root:
 
 def _read_jsonl(path: Path) -> BundleRows:
     rows = BundleRows(path.parent)
-    for number, text in enumerate(_decode(path).splitlines(), start=1):
+    for number, text in enumerate(_LINE_END.split(_decode(path))[::2], start=1):
         if not text.strip():
             continue
         origin = f"{path} line {number}"
@@ -337,6 +341,31 @@ def _read_jsonl(path: Path) -> BundleRows:
                 cells.setdefault("store_id", store.get("store_id", ""))
                 _add(rows, table, cells, origin, path.parent)
     return rows
+
+
+def rewrite_jsonl_products(path: Path, change: Callable[[dict[str, Any]], bool]) -> int:
+    """Call `change` on every product object of the stores.jsonl at `path`, which edits it in place and says so.
+
+    Writes the file again (atomically) when a product changed: changed lines re-serialised, every
+    other line and line end as it was. Returns the number of products changed. The caller holds the lock.
+    """
+    parts = _LINE_END.split(_decode(path))  # lines at even indexes, their ends between them
+    changed = 0
+    for index in range(0, len(parts), 2):
+        if not parts[index].strip():
+            continue
+        try:
+            record = json.loads(parts[index])
+        except json.JSONDecodeError as exc:
+            raise CollectError(f"{path} line {index // 2 + 1}: malformed JSON: {exc.msg}; fix it first") from exc
+        items = record.get("products") if isinstance(record, dict) else None
+        here = sum(1 for item in items if isinstance(item, dict) and change(item)) if isinstance(items, list) else 0
+        if here:
+            parts[index] = json.dumps(record, ensure_ascii=False)
+            changed += here
+    if changed:
+        atomic_write(path, lambda handle: handle.write("".join(parts)), text=True)
+    return changed
 
 
 def _cell(value: Any) -> str:
@@ -433,8 +462,14 @@ def _csv_to(handle: Any, columns: list[str], rows: Iterable[Mapping[str, str]]) 
 
 
 def atomic_write(path: Path, fill: Callable[[Any], None], *, text: bool) -> None:
-    """Write `path` by calling `fill(handle)` on a temporary file in its directory, then renaming it over."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `path` by calling `fill(handle)` on a temporary file in its directory, then renaming it over.
+
+    The file gets the mode open() would give a new file (0666 less the umask), not tempfile.mkstemp's 0600.
+    """
+    try:
+        fd, temp = _new_temp(path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}; check the space and permissions") from exc
     try:
         handle = os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")
         with handle:
@@ -448,6 +483,22 @@ def atomic_write(path: Path, fill: Callable[[Any], None], *, text: bool) -> None
     except BaseException:
         _remove(temp)
         raise
+
+
+def _new_temp(path: Path) -> tuple[int, str]:
+    """A new, unique file beside `path` opened for writing: (descriptor, name).
+
+    Created with mode 0666 so the kernel applies the umask (and any default ACL) as it does for
+    open(); reading the umask instead would mean setting it, which races with other threads.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        temp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
 def _remove(path: str) -> None:

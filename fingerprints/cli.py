@@ -1,11 +1,13 @@
 """`assoc collect ...`: flags -> a collector from the registry -> collect -> a short report. Nothing else lives here.
 
 Exit codes as for `assoc scan`: 0 success (images that failed to download are reported, not
-fatal); 2 invalid input, options or conflicting bundles; 3 the bundle could not be written.
+fatal); 2 invalid input, options, conflicting bundles or an unknown collector; 3 the bundle could
+not be written. The README's "Collectors" section documents them for users.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,13 @@ from assoc.cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure
 from assoc.errors import AssocError, OutputError
 
 from .base import CollectReport
-from .errors import SHOWN_PROBLEMS
+from .errors import SHOWN_PROBLEMS, UnknownCollectorError
 from .images import FetchLimits
 from .logins import DEFAULT_MAX_SIGHTINGS, LoginColumns
 from .logins import FORMATS as LOGIN_FORMATS
 from .products import FORMATS as PRODUCT_FORMATS
 from .products import ProductColumns
-from .registry import make_collector
+from .registry import collector_class, make_collector
 
 _existing_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _bundle_dir = click.Path(path_type=Path, file_okay=False)
@@ -50,7 +52,7 @@ class _Progress:
             bar.close()
 
 
-def _run(name: str, out: Path, quiet: bool, **options: Any) -> None:
+def _run(name: str, out: Path, quiet: bool, as_json: bool, **options: Any) -> None:
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
         report = make_collector(name, **options).collect(out, progress=progress)
@@ -60,7 +62,9 @@ def _run(name: str, out: Path, quiet: bool, **options: Any) -> None:
         raise Failure(str(exc), EXIT_INVALID) from exc
     finally:
         progress.close()
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    elif not quiet:
         click.echo(_render(report))
 
 
@@ -81,14 +85,33 @@ def _explicit(**named: str | None) -> frozenset[str]:
     return frozenset(name for name, value in named.items() if value is not None)
 
 
-@click.group("collect")
+class _CollectGroup(click.Group):
+    """The collect commands; an unknown one is a usage error naming every collector of the registry."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            if not args or args[0].startswith("-"):
+                raise
+            try:
+                collector_class(args[0])
+            except UnknownCollectorError as exc:
+                raise click.UsageError(f"{exc}; see 'assoc collect COLLECTOR --help'", ctx) from None
+            raise  # a registered collector without a command: click's own message
+
+
+@click.group("collect", cls=_CollectGroup)
 def collect() -> None:
     """Turn exports, logs and this machine into fingerprint bundles (merging into an existing --out)."""
 
 
 _out = click.option("--out", "out", required=True, type=_bundle_dir,
                     help="Bundle directory to write; an existing bundle is merged into, never overwritten.")
-_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress display and no report.")
+_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress display, and no report unless --json.")
+_json = click.option("--json", "as_json", is_flag=True,
+                     help="Print the report (counts, problems with file and line, notes) as one JSON object.")
 _skip = click.option("--skip-invalid", is_flag=True, help="Collect the good rows and list the bad ones "
                                                          "(default: stop without writing).")
 _encoding = click.option("--encoding", default="utf-8-sig", show_default=True,
@@ -114,10 +137,11 @@ _encoding = click.option("--encoding", default="utf-8-sig", show_default=True,
 @_encoding
 @_skip
 @_quiet
+@_json
 def logins_command(files: tuple[Path, ...], out: Path, fmt: str, store_col: str | None, ip_col: str | None,
                    time_col: str | None, device_col: str | None, mac_col: str | None, ua_col: str | None,
                    with_ua: bool, timezone: str, time_format: str | None, max_sightings: int, encoding: str,
-                   skip_invalid: bool, quiet: bool) -> None:
+                   skip_invalid: bool, quiet: bool, as_json: bool) -> None:
     """Login logs -> ip, device_id and mac signals.
 
     FILES are CSV, JSON Lines or combined/common web-server logs (the authenticated user is the
@@ -126,8 +150,9 @@ def logins_command(files: tuple[Path, ...], out: Path, fmt: str, store_col: str 
     given = {"store": store_col, "ip": ip_col, "time": time_col, "device": device_col, "mac": mac_col}
     columns = LoginColumns(**{k: v for k, v in given.items() if v is not None}, ua=ua_col,
                            explicit=_explicit(**given))
-    _run("logins", out, quiet, files=files, fmt=fmt, columns=columns, timezone=timezone, time_format=time_format,
-         encoding=encoding, max_sightings=max_sightings, user_agents=with_ua, skip_invalid=skip_invalid)
+    _run("logins", out, quiet, as_json, files=files, fmt=fmt, columns=columns, timezone=timezone,
+         time_format=time_format, encoding=encoding, max_sightings=max_sightings, user_agents=with_ua,
+         skip_invalid=skip_invalid)
 
 
 @collect.command("products")
@@ -148,10 +173,12 @@ def logins_command(files: tuple[Path, ...], out: Path, fmt: str, store_col: str 
 @_encoding
 @_skip
 @_quiet
+@_json
 def products_command(file: Path, out: Path, store_id: str | None, fmt: str, id_col: str | None,
                      title_col: str | None, description_col: str | None, price_col: str | None,
                      currency_col: str | None, images_col: str | None, store_col: str | None, currency: str,
-                     replace: bool, encoding: str, skip_invalid: bool, quiet: bool) -> None:
+                     replace: bool, encoding: str, skip_invalid: bool, quiet: bool,
+                     as_json: bool) -> None:
     """Product exports -> products.
 
     FILE is Shopify's product CSV export, or a CSV / JSON Lines export read by a column mapping.
@@ -159,7 +186,7 @@ def products_command(file: Path, out: Path, store_id: str | None, fmt: str, id_c
     given = {"product_id": id_col, "title": title_col, "description": description_col, "price": price_col,
              "currency": currency_col, "images": images_col, "store": store_col}
     columns = ProductColumns(**{k: v for k, v in given.items() if v is not None}, explicit=_explicit(**given))
-    _run("products", out, quiet, file=file, store_id=store_id, fmt=fmt, columns=columns, currency=currency,
+    _run("products", out, quiet, as_json, file=file, store_id=store_id, fmt=fmt, columns=columns, currency=currency,
          encoding=encoding, replace=replace, skip_invalid=skip_invalid)
 
 
@@ -178,18 +205,20 @@ def products_command(file: Path, out: Path, store_id: str | None, fmt: str, id_c
 @click.option("--workers", type=int, default=8, show_default=True, help="Downloads at once.")
 @click.option("--cache-dir", type=_bundle_dir, help="Also keep and reuse downloads here, across bundles.")
 @_quiet
+@_json
 def images_command(bundle: Path, allow_private: bool, allowed_networks: tuple[str, ...], timeout: float,
                    total_timeout: float, max_mb: float, max_redirects: int, retries: int, backoff: float,
-                   workers: int, cache_dir: Path | None, quiet: bool) -> None:
+                   workers: int, cache_dir: Path | None, quiet: bool, as_json: bool) -> None:
     """Download the products' image URLs into the bundle.
 
-    Files go to BUNDLE/images/url; the images cells then name them and image_urls keeps the URLs.
+    BUNDLE holds products.csv, or stores.jsonl (the JSONL form, rewritten in place). Files go to
+    BUNDLE/images/url; the products' images then name them and image_urls keeps the URLs.
     Loopback, private, link-local and metadata addresses are refused unless allowed.
     """
     limits = FetchLimits(timeout=timeout, total_timeout=total_timeout, max_bytes=int(max_mb * 2**20),
                          max_redirects=max_redirects, retries=retries, backoff=backoff, allow_private=allow_private,
                          allowed_networks=allowed_networks)
-    _run("images", bundle, quiet, limits=limits, workers=workers, cache_dir=cache_dir)
+    _run("images", bundle, quiet, as_json, limits=limits, workers=workers, cache_dir=cache_dir)
 
 
 @collect.command("local")
@@ -197,23 +226,25 @@ def images_command(bundle: Path, allow_private: bool, allowed_networks: tuple[st
 @_out
 @click.option("--salt", help="Secret for the machine id hash [$ASSOC_SALT]; the same across your machines.")
 @_quiet
-def local_command(store_id: str, out: Path, salt: str | None, quiet: bool) -> None:
+@_json
+def local_command(store_id: str, out: Path, salt: str | None, quiet: bool, as_json: bool) -> None:
     """This machine's MACs, IPs and machine id -> signals.
 
     Physical NIC MACs, the router's MAC, local addresses and an HMAC-SHA256 of the machine id,
     recorded for --store-id.
     """
-    _run("local", out, quiet, store_id=store_id, salt=salt)
+    _run("local", out, quiet, as_json, store_id=store_id, salt=salt)
 
 
 @collect.command("merge")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @_out
 @_quiet
-def merge_command(bundles: tuple[Path, ...], out: Path, quiet: bool) -> None:
+@_json
+def merge_command(bundles: tuple[Path, ...], out: Path, quiet: bool, as_json: bool) -> None:
     """Merge bundles into --out.
 
     Identical rows are kept once; where BUNDLES disagree about a store or product, nothing is
     written and the files and lines are named.
     """
-    _run("merge", out, quiet, bundles=bundles)
+    _run("merge", out, quiet, as_json, bundles=bundles)

@@ -1,11 +1,13 @@
-"""Images from URLs: download the http(s) images products.csv names, and point its cells at the local copies.
+"""Images from URLs: download the http(s) images a bundle's products name, and point them at the local copies.
 
 Each URL is saved once as BUNDLE/images/url/<sha256 of the URL><extension>: the name is the cache
 key, so a second run (or a run after an interruption) keeps what is there and fetches only the
 rest, and a URL listed by many products is fetched once. With a cache directory, files are also
 looked up there and stored there, for the next bundle. The `images` cells then hold the local
 paths and the `image_urls` column the URLs they came from (one entry per image, '' for an image
-that was local already), so the provenance of every picture stays in the bundle.
+that was local already), so the provenance of every picture stays in the bundle. A bundle in the
+JSONL form gets the same in stores.jsonl: each product's `images` names the local files and an
+`image_urls` list beside it the URLs (products.csv is not created).
 
 A download is bounded: a connect/read timeout and a total time, a maximum size (by
 Content-Length and while reading), a content type that may be an image, the first bytes of a
@@ -25,21 +27,32 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
 from assoc.errors import OutputError
 from assoc.records import Progress, no_progress
 
 from .base import CollectReport, Problems
-from .bundleio import IMAGE_URLS, BundleRows, Row, atomic_write, locked, read_bundle_rows, write_rows
+from .bundleio import (
+    IMAGE_URLS,
+    BundleRows,
+    Row,
+    atomic_write,
+    locked,
+    read_bundle_rows,
+    rewrite_jsonl_products,
+    write_rows,
+)
 from .errors import CollectError
 from .netguard import Networks, Refused, connection
 
 IMAGE_DIR = "images/url"
+JSONL = "stores.jsonl"
 _SIGNATURES = (  # (offset, bytes, extension)
     (0, b"\xff\xd8\xff", ".jpg"),
     (0, b"\x89PNG\r\n\x1a\n", ".png"),
@@ -226,10 +239,10 @@ def _sniffed(body: bytes | bytearray) -> str:
 
 @dataclass(frozen=True)
 class ImagesCollector:
-    """Downloads the URL images of a bundle's products.csv into the bundle, and rewrites the cells."""
+    """Downloads the URL images of a bundle's products (products.csv or stores.jsonl) into it, and relinks them."""
 
     name: ClassVar[str] = "images"
-    summary: ClassVar[str] = "download http(s) images named in products.csv into the bundle (SSRF-guarded)"
+    summary: ClassVar[str] = "download http(s) images of a bundle's products into it (SSRF-guarded)"
 
     limits: FetchLimits = FetchLimits()
     workers: int = 8
@@ -240,8 +253,10 @@ class ImagesCollector:
         problems = self.limits.problems() + ([] if self.workers >= 1 else ["workers must be at least 1"])
         if problems:
             raise CollectError("; ".join(problems))
-        if not (out / "products.csv").exists():
-            raise CollectError(f"{out}: no products.csv; collect products into the bundle first")
+        # The form read_bundle_rows reads: the CSV form wherever stores.csv exists.
+        jsonl = not (out / "stores.csv").exists() and (out / JSONL).is_file()
+        if not jsonl and not (out / "products.csv").exists():
+            raise CollectError(f"{out}: no products.csv (nor stores.jsonl); collect products into the bundle first")
         wanted = _urls_by_first_origin(read_bundle_rows(out))
         folder = out / IMAGE_DIR
         folder.mkdir(parents=True, exist_ok=True)
@@ -266,19 +281,22 @@ class ImagesCollector:
                         local[url] = f"{IMAGE_DIR}/{future.result()}"
                     except Refused as exc:
                         refused += 1
-                        failures.add(wanted[url], None, f"{url}: refused: {exc}")
+                        failures.add_at(wanted[url], f"{url}: refused: {exc}")
                     except FetchError as exc:
-                        failures.add(wanted[url], None, f"{url}: {exc}")
+                        failures.add_at(wanted[url], f"{url}: {exc}")
             except BaseException:
                 # The bundle cannot be written (disk full, ^C): stop, keeping the files saved so far for a rerun.
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         with locked(out):
             # Read again under the lock: another collector may have written rows while images downloaded.
-            rows = read_bundle_rows(out)
-            rewritten = _rewrite(rows, local)
-            if rewritten:
-                write_rows(out, rows, tables=("products",))
+            if jsonl:
+                rewritten = rewrite_jsonl_products(out / JSONL, lambda item: _relink_item(item, local))
+            else:
+                rows = read_bundle_rows(out)
+                rewritten = _rewrite(rows, local)
+                if rewritten:
+                    write_rows(out, rows, tables=("products",))
         report.counts = {"urls": len(wanted), "already_local": len(wanted) - len(to_fetch),
                          "fetched": len(to_fetch) - failures.total, "failed": failures.total, "refused": refused,
                          "products_rewritten": rewritten}
@@ -330,21 +348,57 @@ def _urls_by_first_origin(rows: BundleRows) -> dict[str, str]:
     return urls
 
 
-def _rewrite(rows: BundleRows, local: dict[str, str]) -> int:
+def _relink(images: list[str], old_urls: list[str], local: Mapping[str, str]) -> tuple[list[str], list[str]] | None:
+    """(`images` with downloaded URLs replaced by their local paths, each image's URL); None if none was downloaded.
+
+    An image's URL is '' where it was local already (or what `old_urls` kept from an earlier run).
+    """
+    if not any(image in local for image in images):
+        return None
+    urls = [old_urls[i].strip() if i < len(old_urls) else "" for i in range(len(images))]
+    images = list(images)
+    for i, image in enumerate(images):
+        if image in local:
+            images[i], urls[i] = local[image], image
+    return images, urls
+
+
+def _rewrite(rows: BundleRows, local: Mapping[str, str]) -> int:
     """Point image cells at the downloaded files, keeping each URL in image_urls; returns rows changed."""
     changed = 0
     for key, row in list(rows.products.items()):
         images = [p.strip() for p in row.cells.get("images", "").split("|") if p.strip()]
-        if not any(image in local for image in images):
-            continue
         old_urls = row.cells.get(IMAGE_URLS, "").split("|") if row.cells.get(IMAGE_URLS) else []
-        urls = [old_urls[i].strip() if i < len(old_urls) else "" for i in range(len(images))]
-        for i, image in enumerate(images):
-            if image in local:
-                images[i], urls[i] = local[image], image
-        cells = dict(row.cells, images="|".join(images), **{IMAGE_URLS: "|".join(urls)})
+        relinked = _relink(images, old_urls, local)
+        if relinked is None:
+            continue
+        cells = dict(row.cells, images="|".join(relinked[0]), **{IMAGE_URLS: "|".join(relinked[1])})
         rows.products[key] = Row(cells, row.origin)
         changed += 1
     if changed and IMAGE_URLS not in rows.columns["products"]:
         rows.columns["products"].append(IMAGE_URLS)
     return changed
+
+
+def _relink_item(item: dict[str, Any], local: Mapping[str, str]) -> bool:
+    """_rewrite for one product object of stores.jsonl, keeping its form: lists stay lists, '|'-strings strings."""
+    value, old = item.get("images"), item.get(IMAGE_URLS)
+    if not isinstance(value, list | str):
+        return False
+    images = [p.strip() for p in (value.split("|") if isinstance(value, str) else map(_text, value)) if p.strip()]
+    if isinstance(old, str):
+        old_urls = old.split("|") if old else []
+    else:
+        old_urls = [_text(u) for u in old] if isinstance(old, list) else []
+    relinked = _relink(images, old_urls, local)
+    if relinked is None:
+        return False
+    if isinstance(value, list):
+        item["images"], item[IMAGE_URLS] = relinked
+    else:
+        item["images"], item[IMAGE_URLS] = "|".join(relinked[0]), "|".join(relinked[1])
+    return True
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)

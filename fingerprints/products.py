@@ -5,6 +5,11 @@ its Handle and leave Title empty. A product here is one Handle: its title and bo
 row that has them, its price the lowest variant price (the "from" price a listing shows, which
 does not depend on variant order), and its images in Image Position order, then variant images.
 The HTML body becomes plain text: tags dropped, entities decoded, scripts and styles left out.
+
+A product with a bad row (a price that is no number, a second title for one Handle, a product id
+given twice) is left out whole, in both formats, and the report names it: a product written with
+some of its cells missing would be one the report does not describe. Rows that cannot be read at
+all (malformed CSV, undecodable text) are listed by line.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import ClassVar
 
 from assoc.records import Progress, no_progress
 
-from .base import CollectReport, Problems
+from .base import MAX_KEPT_PROBLEMS, CollectReport, Problems
 from .bundleio import BundleRows, write_into
 from .errors import CollectError
 from .sources import Field, check_encoding, first_line, read_rows
@@ -153,21 +158,26 @@ class ProductsCollector:
         problems = Problems()
         rows = BundleRows()
         if fmt == "shopify":
-            self._shopify(rows, problems, progress)
+            left_out = self._shopify(rows, problems, progress)
         else:
-            self._generic(fmt, rows, problems, progress)
+            left_out = self._generic(fmt, rows, problems, progress)
         problems.check(self.skip_invalid)
         merged = write_into(out, rows, replace_products=self.replace)
         report = CollectReport(self.name, out)
-        report.counts = {"products": len(rows.products), "stores": len(rows.stores),
+        report.counts = {"products": len(rows.products), "products_left_out": len(left_out),
+                         "stores": len({store_id for store_id, _ in rows.products}),
                          "replaced": merged.replaced, "bundle_products": len(merged.products)}
         report.take_problems(problems)
+        report.notes = _left_out_notes(left_out)
         return report
 
-    def _shopify(self, rows: BundleRows, problems: Problems, progress: Progress) -> None:
+    def _shopify(self, rows: BundleRows, problems: Problems, progress: Progress) -> dict[tuple[str, str], list[int]]:
+        """Add the good products to `rows`; returns the products left out, with the lines of their bad rows."""
         assert self.store_id is not None
+        store_id = self.store_id.strip()
         name = str(self.file)
         listings: dict[str, _Listing] = {}
+        bad: dict[tuple[str, str], list[int]] = {}
         for order, (line, row) in enumerate(read_rows(self.file, "csv", SHOPIFY_FIELDS, problems,
                                                       encoding=self.encoding)):
             handle = row["handle"]
@@ -177,12 +187,14 @@ class ProductsCollector:
             elif row["title"] and listing.title and row["title"] != listing.title:
                 problems.add(name, line, f"handle {handle!r} has title {listing.title!r} at line {listing.line} "
                                          f"and {row['title']!r} here; one Handle must be one product")
+                bad.setdefault((store_id, handle), []).append(line)
                 continue
             if row["title"] and not listing.title:
                 listing.title = row["title"]
             if row["body"] and not listing.description:
                 listing.description = html_to_text(row["body"])
             if row["price"] and not self._price(listing, row["price"], name, line, problems):
+                bad.setdefault((store_id, handle), []).append(line)
                 continue
             if row["image"]:
                 position = float(row["position"]) if row["position"].isdigit() else float("inf")
@@ -192,9 +204,11 @@ class ProductsCollector:
             if order % 10_000 == 0:
                 progress(f"read {self.file.name}", order, None)
         for listing in listings.values():
+            if (store_id, listing.product_id) in bad:
+                continue
             images = [src for _, _, src in sorted(listing.images)] + listing.variant_images
             rows.add_product({
-                "store_id": self.store_id.strip(),
+                "store_id": store_id,
                 "product_id": listing.product_id,
                 "title": listing.title,
                 "description": listing.description,
@@ -202,6 +216,7 @@ class ProductsCollector:
                 "currency": self.currency.upper(),
                 "images": "|".join(dict.fromkeys(images)),  # an image shown for two variants is listed once
             }, f"{name} line {listing.line}")
+        return bad
 
     @staticmethod
     def _price(listing: _Listing, text: str, name: str, line: int, problems: Problems) -> bool:
@@ -213,29 +228,37 @@ class ProductsCollector:
             listing.price, listing.price_text = float(price), price
         return True
 
-    def _generic(self, fmt: str, rows: BundleRows, problems: Problems, progress: Progress) -> None:
+    def _generic(self, fmt: str, rows: BundleRows, problems: Problems,
+                 progress: Progress) -> dict[tuple[str, str], list[int]]:
+        """Add the good products to `rows`; returns the products left out, with the lines of their bad rows."""
         name = str(self.file)
         fields = self.columns.fields(with_store=self.store_id is None)
         first_line_of: dict[tuple[str, str], int] = {}
+        bad: dict[tuple[str, str], list[int]] = {}
         for count, (line, row) in enumerate(read_rows(self.file, fmt, fields, problems, encoding=self.encoding)):
             store_id = (self.store_id or row["store"]).strip()
             key = (store_id, row["product_id"])
             if key in first_line_of:
                 problems.add(name, line, f"duplicate product_id {row['product_id']!r} (first at line "
                                          f"{first_line_of[key]}); product ids must be unique within a store")
+                # Which of the two rows is the product cannot be known, so neither is written.
+                bad.setdefault(key, []).append(line)
+                rows.products.pop(key, None)
                 continue
+            first_line_of[key] = line
             price = ""
             if row["price"]:
                 parsed = parse_price(row["price"])
                 if parsed is None:
                     problems.add(name, line, f"price {row['price']!r} is not a decimal number (e.g. 19.99)")
+                    bad.setdefault(key, []).append(line)
                     continue
                 price = parsed
             currency = row["currency"] or self.currency
             if currency and not _CURRENCY.fullmatch(currency):
                 problems.add(name, line, f"currency {currency!r} is not an ISO 4217 code (e.g. USD)")
+                bad.setdefault(key, []).append(line)
                 continue
-            first_line_of[key] = line
             description = row["description"]
             if "<" in description and ">" in description:
                 description = html_to_text(description)
@@ -245,6 +268,16 @@ class ProductsCollector:
                               "images": "|".join(images)}, f"{name} line {line}")
             if count % 10_000 == 0:
                 progress(f"read {self.file.name}", count, None)
+        return bad
+
+
+def _left_out_notes(left_out: dict[tuple[str, str], list[int]]) -> list[str]:
+    """One note per product left out (at most MAX_KEPT_PROBLEMS, then how many more)."""
+    notes = [f"product {product_id!r} of store {store_id!r} left out whole: bad row(s) at line(s) "
+             f"{', '.join(map(str, lines))}" for (store_id, product_id), lines in left_out.items()]
+    if len(notes) > MAX_KEPT_PROBLEMS:
+        notes[MAX_KEPT_PROBLEMS:] = [f"... and {len(notes) - MAX_KEPT_PROBLEMS} more products left out"]
+    return notes
 
 
 def detect_format(path: Path, encoding: str = "utf-8-sig") -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import json
+import os
 import socket
 import threading
 import time
@@ -177,7 +179,8 @@ def test_fetch_rewrite_failures_and_resume(tmp_path, server):
     assert local[0].endswith(".png") and local[2].endswith(".jpg")
     assert first["image_urls"].split("|") == [urls[0], "", urls[1]]  # provenance, one entry per image
     assert products["p2"]["images"].endswith(".jpg")  # octet-stream accepted, the bytes say JPEG
-    reasons = {url.rsplit("/", 1)[1]: message for message in report.problems
+    messages = [str(p) for p in report.problems]
+    reasons = {url.rsplit("/", 1)[1]: message for message in messages
                for url in urls if f": {url}: " in message}
     assert "is over the limit" in reasons["huge-declared.png"]
     assert "more than 1048576 bytes" in reasons["huge-streamed.png"]
@@ -187,7 +190,8 @@ def test_fetch_rewrite_failures_and_resume(tmp_path, server):
     assert "took longer than 1.5 s" in reasons["trickle.png"]
     assert "more than 3 redirects" in reasons["loop"]
     assert "HTTP 404" in reasons["missing.png"]
-    assert all(m.startswith(f"{out}/products.csv line ") for m in report.problems)
+    assert all(m.startswith(f"{out}/products.csv line ") for m in messages)
+    assert all(p.file == f"{out}/products.csv" and isinstance(p.line, int) for p in report.problems)
     failed = products["p12"]
     assert failed["images"] == urls[12] and failed["image_urls"] == ""  # a failed URL stays in its cell
     assert server.hits["/flaky.png"] == 2  # retried after a 503
@@ -213,8 +217,8 @@ def test_private_targets_are_refused_by_default(tmp_path, server):
     report = ImagesCollector(limits=FetchLimits(timeout=1, retries=0)).collect(out)
     assert report.counts["refused"] == 2 and report.counts["fetched"] == 0
     assert any(f": {_url(server, '/good.png')}: refused: 127.0.0.1 is loopback; only public addresses are fetched"
-               in p for p in report.problems)
-    assert any("localhost (" in p and ") is loopback" in p for p in report.problems)
+               in str(p) for p in report.problems)
+    assert any("localhost (" in p.message and ") is loopback" in p.message for p in report.problems)
     assert sum(server.hits.values()) == 0  # refused before connecting
 
 
@@ -224,8 +228,8 @@ def test_redirect_to_a_private_or_metadata_address_is_refused(tmp_path, server):
     limits = FetchLimits(timeout=1, retries=0, allowed_networks=("127.0.0.1/32",))
     report = ImagesCollector(limits=limits).collect(out)
     assert report.counts["fetched"] == 1 and report.counts["refused"] == 2
-    assert any("10.255.255.1 is private" in p for p in report.problems)
-    assert any("169.254.169.254 is a cloud metadata service" in p for p in report.problems)
+    assert any("10.255.255.1 is private" in p.message for p in report.problems)
+    assert any("169.254.169.254 is a cloud metadata service" in p.message for p in report.problems)
     # Metadata services stay refused even when private addresses are allowed.
     out2 = _bundle(tmp_path, [_url(server, "/to-metadata")], "bundle2")
     report = ImagesCollector(limits=FetchLimits(timeout=1, retries=0, allow_private=True)).collect(out2)
@@ -288,7 +292,7 @@ def test_non_ascii_and_malformed_urls(tmp_path, server):
     out = _bundle(tmp_path, [_url(server, "/图片.png"), "http://[::1/x.png"])
     report = ImagesCollector(limits=FAST).collect(out)
     assert report.counts["fetched"] == 1 and server.hits["/%E5%9B%BE%E7%89%87.png"] == 1
-    assert "not a valid URL" in report.problems[0]
+    assert "not a valid URL" in report.problems[0].message
 
 
 def test_cli_reports_failures_without_failing(tmp_path, server):
@@ -316,3 +320,55 @@ def test_recollecting_products_keeps_the_downloaded_images(tmp_path, server):
     fetched = _products(out)["x1"]
     ProductsCollector(file=export, store_id="S1").collect(out)  # the same listing, still with its URL: no conflict
     assert _products(out)["x1"] == fetched and fetched["images"].startswith("images/url/")
+
+
+def test_jsonl_bundle_is_rewritten_in_place_keeping_the_urls(tmp_path, server):
+    good, photo, missing = _url(server, "/good.png"), _url(server, "/photo.jpg"), _url(server, "/missing.png")
+    out = tmp_path / "bundle"
+    (out / "images").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (0, 200, 0)).save(out / "images" / "local.png")
+    lines = [
+        {"store_id": "S1", "name": "Shop 图", "signals": [{"kind": "ip", "value": "203.0.113.9"}], "products": [
+            {"product_id": "p1", "title": "Lamp", "images": [good, "images/local.png", photo]},
+            {"product_id": "p2", "title": "Mug", "images": f"{missing}|{good}"}]},  # the |-joined form too
+        {"store_id": "S2", "products": [{"product_id": "q1", "title": "Cup", "images": ["images/local.png"]}]},
+        {"store_id": "S3", "products": [{"product_id": "r1", "title": "Pen", "images": [missing]}]},
+    ]
+    untouched = json.dumps(lines[1]) + "\r\n" + json.dumps(lines[2], indent=None) + "\r\n"
+    (out / "stores.jsonl").write_text(json.dumps(lines[0], ensure_ascii=False) + "\r\n" + untouched,
+                                      encoding="utf-8", newline="")
+
+    report = ImagesCollector(limits=FAST).collect(out)
+    assert report.counts["fetched"] == 2 and report.counts["failed"] == 1 and report.counts["products_rewritten"] == 2
+    assert str(report.problems[0]).startswith(f"{out}/stores.jsonl line 1: {missing}: HTTP 404")
+    assert not (out / "products.csv").exists() and not (out / "stores.csv").exists()
+    text = (out / "stores.jsonl").read_bytes().decode("utf-8")
+    assert text.endswith("\r\n" + untouched)  # lines without a downloaded image are left byte for byte
+    first = json.loads(text.split("\r\n")[0])
+    assert first["name"] == "Shop 图" and first["signals"] == lines[0]["signals"]
+    p1, p2 = first["products"]
+    assert p1["images"][1] == "images/local.png" and p1["image_urls"] == [good, "", photo]
+    assert all(p.startswith("images/url/") for p in (p1["images"][0], p1["images"][2]))
+    assert p2["images"] == f"{missing}|{p1['images'][0]}" and p2["image_urls"] == f"|{good}"
+    assert (out / p1["images"][2]).read_bytes() == JPEG
+
+    bundle = read_bundle(out)  # still a valid bundle, scanned with the local pictures
+    assert {p.product_id: p.images for p in bundle.products}["p1"] == tuple(p1["images"])
+    scan(bundle, Settings(cache_dir=None))
+    before = (out / "stores.jsonl").read_bytes()
+    again = ImagesCollector(limits=FAST).collect(out)  # resumed: nothing new, the file unchanged
+    assert again.counts["already_local"] == 0 and again.counts["urls"] == 1 and again.counts["products_rewritten"] == 0
+    assert (out / "stores.jsonl").read_bytes() == before
+
+
+def test_downloaded_images_get_the_umask_mode(tmp_path, server):
+    out = _bundle(tmp_path, [_url(server, "/good.png")])
+    old = os.umask(0o022)
+    try:
+        ImagesCollector(limits=FAST, cache_dir=tmp_path / "cache").collect(out)
+    finally:
+        os.umask(old)
+    [picture] = (out / "images" / "url").iterdir()
+    [cached] = (tmp_path / "cache").iterdir()
+    assert oct(picture.stat().st_mode & 0o777) == oct(cached.stat().st_mode & 0o777) == "0o644"
+    assert oct((out / "products.csv").stat().st_mode & 0o777) == "0o644"

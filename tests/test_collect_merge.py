@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from fingerprints import (
     UnknownCollectorError,
     bundleio,
     make_collector,
+    registry,
 )
 from fingerprints.cli import collect
 
@@ -173,3 +176,63 @@ def test_collect_is_a_command_of_assoc():
     assert result.exit_code == 0
     for name in ("logins", "products", "images", "local", "merge"):
         assert name in result.output
+
+
+def test_unknown_collector_is_a_usage_error_naming_every_collector(monkeypatch):
+    result = CliRunner().invoke(main, ["collect", "ftp", "--out", "x"])
+    assert result.exit_code == 2
+    assert "Usage: " in result.output
+    assert ("unknown collector 'ftp'; the known collectors are images, local, logins, merge, products"
+            in result.output)
+    # The list comes from the registry: a collector registered there is named too.
+    monkeypatch.setattr(registry, "COLLECTORS", {**registry.COLLECTORS, "ftp-logs": LoginsCollector})
+    result = CliRunner().invoke(collect, ["ftp"])
+    assert result.exit_code == 2
+    assert "the known collectors are ftp-logs, images, local, logins, merge, products" in result.output
+    assert CliRunner().invoke(collect, ["--nope"]).exit_code == 2  # an unknown option stays click's error
+
+
+def test_json_report_on_stdout(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text('203.0.113.5 - s1 [01/May/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5\nnonsense\n')
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(collect, ["logins", str(log), "--out", str(out), "--skip-invalid", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert report["collector"] == "logins" and report["out"] == str(out)
+    assert report["counts"]["rows_used"] == 1 and report["counts"]["signals"] == 1
+    assert report["problem_count"] == 1
+    [problem] = report["problems"]
+    assert problem["file"] == str(log) and problem["line"] == 2
+    assert problem["message"].startswith("not a combined/common log line")
+    assert report["notes"] == []
+
+    other = _write(tmp_path / "other", {"stores.csv": "store_id\ns2\n"})
+    result = CliRunner().invoke(collect, ["merge", str(other), "--out", str(out), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["bundle_stores"] == 2
+    result = CliRunner().invoke(collect, ["merge", str(tmp_path / "nowhere"), "--out", str(out), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""  # errors go to stderr
+
+
+def test_every_collect_command_has_json():
+    assert set(collect.commands) == set(COLLECTORS)
+    for command in collect.commands.values():
+        assert "--json" in [o for p in command.params for o in p.opts], command.name
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_umask_mode(tmp_path, umask):
+    log = tmp_path / "logins.csv"
+    log.write_text("store_id,ip\ns1,203.0.113.1\n")
+    out = tmp_path / "bundle"
+    old = os.umask(umask)
+    try:
+        LoginsCollector(files=(log,)).collect(out)
+        log.write_text("store_id,ip\ns1,203.0.113.2\n")
+        LoginsCollector(files=(log,)).collect(out)  # rewriting keeps the mode
+    finally:
+        os.umask(old)
+    for name in ("stores.csv", "signals.csv"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
+    assert sorted(p.name for p in out.iterdir()) == ["signals.csv", "stores.csv"]

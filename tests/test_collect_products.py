@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from assoc import Settings, read_bundle, scan
-from fingerprints import ConflictError, InputError, ProductColumns, ProductsCollector
+from fingerprints import CollectReport, ConflictError, InputError, ProductColumns, ProductsCollector
 from fingerprints.products import html_to_text
 
 SHOPIFY_HEADER = ("Handle,Title,Body (HTML),Vendor,Product Category,Type,Tags,Published,Option1 Name,"
@@ -34,11 +34,15 @@ def _products(bundle: Path) -> dict[str, dict[str, str]]:
 
 
 def _shopify(tmp_path: Path, text: str = SHOPIFY_EXPORT, **options) -> tuple[Path, Path]:
+    return _shopify_report(tmp_path, text, **options)[:2]
+
+
+def _shopify_report(tmp_path: Path, text: str = SHOPIFY_EXPORT, **options) -> tuple[Path, Path, CollectReport]:
     source = tmp_path / "products_export_1.csv"
     source.write_text(text, encoding="utf-8")
     out = tmp_path / "bundle"
-    ProductsCollector(file=source, store_id="S1", currency="usd", **options).collect(out)
-    return source, out
+    report = ProductsCollector(file=source, store_id="S1", currency="usd", **options).collect(out)
+    return source, out, report
 
 
 def test_shopify_export_continuation_rows_and_html(tmp_path):
@@ -67,8 +71,24 @@ def test_shopify_bad_price_and_clashing_title_are_reported_with_lines(tmp_path):
         "one Handle must be one product",
         f"{source} line 7: price 'twelve' is not a decimal number (e.g. 19.99)",
     ]
-    _shopify(tmp_path, text, skip_invalid=True)
-    assert set(_products(tmp_path / "bundle")) == {"camping-lantern", "silk-scarf", "mug"}
+    # With --skip-invalid a product with a bad row is left out whole (not written from its good cells), and the
+    # report says so: what the report calls skipped is not in the bundle.
+    _, out, report = _shopify_report(tmp_path, text, skip_invalid=True)
+    assert set(_products(out)) == {"camping-lantern"}
+    assert report.counts["products"] == 1 and report.counts["products_left_out"] == 2
+    assert report.notes == ["product 'silk-scarf' of store 'S1' left out whole: bad row(s) at line(s) 6",
+                            "product 'mug' of store 'S1' left out whole: bad row(s) at line(s) 7"]
+
+
+def test_shopify_variant_with_a_bad_price_leaves_the_product_out(tmp_path):
+    # The bad price is on a continuation row: writing the lantern from its other rows would give it a price
+    # and images its export does not say, so it is left out, like a generic row with a bad price.
+    text = SHOPIFY_EXPORT.replace(",17.50,", ",17;50,")
+    _, out, report = _shopify_report(tmp_path, text, skip_invalid=True)
+    assert set(_products(out)) == {"silk-scarf"}
+    assert [str(p) for p in report.problems] == [
+        f"{tmp_path / 'products_export_1.csv'} line 3: price '17;50' is not a decimal number (e.g. 19.99)"]
+    assert report.notes == ["product 'camping-lantern' of store 'S1' left out whole: bad row(s) at line(s) 3"]
 
 
 def test_generic_jsonl_gzip_with_mapping(tmp_path):
@@ -96,8 +116,21 @@ def test_generic_csv_of_many_stores(tmp_path):
     columns = ProductColumns(store="shop", explicit=frozenset({"store"}))
     with pytest.raises(InputError, match=r"line 4: duplicate product_id 'p1' \(first at line 3\)"):
         ProductsCollector(file=source, columns=columns).collect(tmp_path / "bundle")
-    ProductsCollector(file=source, columns=columns, skip_invalid=True).collect(tmp_path / "bundle")
-    assert {s for s in read_bundle(tmp_path / "bundle").stores} == {"S1", "S2"}
+    report = ProductsCollector(file=source, columns=columns, skip_invalid=True).collect(tmp_path / "bundle")
+    # Which of the two p1 rows of S2 is the product cannot be known: neither is written, and the report says so.
+    assert {s for s in read_bundle(tmp_path / "bundle").stores} == {"S1"}
+    assert report.counts["products"] == 1 and report.counts["products_left_out"] == 1
+    assert report.notes == ["product 'p1' of store 'S2' left out whole: bad row(s) at line(s) 4"]
+
+
+def test_generic_bad_cells_leave_the_product_out_and_say_so(tmp_path):
+    source = tmp_path / "export.csv"
+    source.write_text("id,title,price,currency\np1,Lamp,10,USD\np2,Mug,ten,USD\np3,Cup,3,dollars\n")
+    report = ProductsCollector(file=source, store_id="S1", skip_invalid=True).collect(tmp_path / "bundle")
+    assert set(_products(tmp_path / "bundle")) == {"p1"}
+    assert report.problem_count == 2 and report.counts["products_left_out"] == 2
+    assert report.notes == ["product 'p2' of store 'S1' left out whole: bad row(s) at line(s) 3",
+                            "product 'p3' of store 'S1' left out whole: bad row(s) at line(s) 4"]
 
 
 def test_reimport_is_idempotent_and_a_changed_product_needs_replace(tmp_path):
