@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -18,7 +18,7 @@ from .cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure
 from .decisions import ReviewError, load_review, record_clusters
 from .errors import AssocError, BundleError, OutputError, SettingsError
 from .explain import Explanation, explain_pair
-from .records import Progress, no_progress
+from .records import Progress
 from .report import (
     read_scan_output,
     write_graph_exports,
@@ -38,21 +38,33 @@ def _fail(exc: AssocError) -> Failure:
     return Failure(str(exc), code)
 
 
-class _ProgressDisplay:
-    """tqdm bars on stderr, one per stage, shown only for stages that last over a second."""
+PROGRESS_DELAY = 1.0  # seconds a stage runs before its bar appears: short stages leave nothing behind
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+
+class _ProgressDisplay:
+    """tqdm bars, one per stage, shown only for stages that last over PROGRESS_DELAY; silent when disabled."""
+
+    def __init__(self, stream: TextIO | None, *, delay: float = PROGRESS_DELAY):
+        self.stream = stream  # None: show nothing
+        self.delay = delay
         self.bars: dict[str, Any] = {}
 
+    @classmethod
+    def for_command(cls, quiet: bool) -> _ProgressDisplay:
+        """Bars on stderr only when it is a terminal and --quiet was not given.
+
+        Off a terminal (a pipe, a log file, CI) bars would be carriage-return noise in the output.
+        """
+        return cls(None if quiet or not sys.stderr.isatty() else sys.stderr, delay=PROGRESS_DELAY)
+
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if not self.enabled:
+        if self.stream is None:
             return
         from tqdm import tqdm
 
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, delay=1.0, file=sys.stderr, leave=False,
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, delay=self.delay, file=self.stream, leave=False,
                                           dynamic_ncols=True)
         bar.update(done - bar.n)
         if total is not None and done >= total:
@@ -129,7 +141,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
     except (SettingsError, TypeError) as exc:
         raise Failure(str(exc), EXIT_INVALID) from exc
     scorer = load_scorer(model_path)
-    display = _ProgressDisplay(enabled=not quiet and sys.stderr.isatty())
+    display = _ProgressDisplay.for_command(quiet)
     progress: Progress = display
     try:
         if db is not None:
@@ -184,7 +196,7 @@ def _write_reviews(outdir: Path, *, html: bool, sarif: bool, export: bool, revea
     if sarif:
         written.append(write_sarif(results, reveal_pii=reveal_pii))
     if export:
-        written.extend(write_graph_exports(results, reveal_pii=reveal_pii))
+        written.extend(write_graph_exports(results, reveal_pii=reveal_pii, progress=progress))
     return written
 
 
@@ -214,7 +226,7 @@ def report_command(outdir: Path, formats: tuple[str, ...], matches_per_pair: int
 
     A reviewer's decisions and notes in an existing review_queue.csv are kept.
     """
-    display = _ProgressDisplay(enabled=not quiet and sys.stderr.isatty())
+    display = _ProgressDisplay.for_command(quiet)
     try:
         written = _write_reviews(outdir, html="html" in formats, sarif="sarif" in formats, export=False,
                                  reveal_pii=reveal_pii, matches_per_pair=matches_per_pair, progress=display)
@@ -232,11 +244,14 @@ def report_command(outdir: Path, formats: tuple[str, ...], matches_per_pair: int
 @_QUIET
 def export_command(outdir: Path, reveal_pii: bool, quiet: bool) -> None:
     """Write the scan in OUTDIR as graphs to OUTDIR/graph: GraphML, GEXF, Cytoscape.js JSON, Neo4j CSV + Cypher."""
+    display = _ProgressDisplay.for_command(quiet)
     try:
         written = _write_reviews(outdir, html=False, sarif=False, export=True, reveal_pii=reveal_pii,
-                                 progress=no_progress)
+                                 progress=display)
     except AssocError as exc:
         raise _fail(exc) from exc
+    finally:
+        display.close()
     if not quiet:
         _echo_written(written)
 
@@ -296,20 +311,49 @@ def _render_explanation(explanation: Explanation, reveal_pii: bool) -> str:
 
 
 def _render_summary(summary: dict[str, Any], outdir: Path) -> str:
-    lines = [
-        f"stores scanned     {summary['stores']}",
-        f"pairs linked       {summary['pairs_linked']} (of {summary['pairs_reported']} reported)",
-        f"clusters           {summary['clusters']} ({summary['stores_in_clusters']} stores)",
-        f"hubs ignored       {summary['hubs']}",
-    ]
+    """The scan summary as rich tables: styled on a terminal, plain text (no escape codes) in a pipe or a log."""
+    from rich.table import Table
+
+    facts = Table(box=None, pad_edge=False, show_header=False)
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("stores scanned", str(summary["stores"]))
+    facts.add_row("pairs linked", f"{summary['pairs_linked']} (of {summary['pairs_reported']} reported)")
+    facts.add_row("clusters", f"{summary['clusters']} ({summary['stores_in_clusters']} stores)")
+    facts.add_row("hubs ignored", str(summary["hubs"]))
     if summary["rejected_rows"]:
-        lines.append(f"rejected rows      {summary['rejected_rows']} (see {outdir / 'rejected.csv'})")
+        facts.add_row("rejected rows", f"{summary['rejected_rows']} (see {outdir / 'rejected.csv'})")
+    facts.add_row("results in", str(outdir))
+    tables = [facts]
     if summary["largest_clusters"]:
-        lines.append("largest clusters   id                 size   risk")
-        for c in summary["largest_clusters"]:
-            lines.append(f"                   {c['cluster_id']:18s} {c['size']:4d}  {c['risk']:.3f}")
-    lines.append(f"results in         {outdir}")
-    return "\n".join(lines)
+        largest = Table(box=None, pad_edge=False)
+        largest.add_column("largest clusters")
+        largest.add_column("size", justify="right")
+        largest.add_column("risk", justify="right")
+        for cluster in summary["largest_clusters"]:
+            largest.add_row(cluster["cluster_id"], str(cluster["size"]), f"{cluster['risk']:.3f}")
+        tables.append(largest)
+    return _rich_text(*tables)
+
+
+def _rich_text(*renderables: Any) -> str:
+    """Renderables as text for stdout: colours and bold only when stdout is a terminal.
+
+    Off a terminal no escape code is written, even under FORCE_COLOR, and lines are not wrapped
+    at rich's default 80 columns (a long path stays on one line for grep); trailing blanks that
+    rich pads cells with are dropped.
+    """
+    from rich.console import Console
+
+    terminal = sys.stdout.isatty()
+    console = Console(width=None if terminal else 200, highlight=False, emoji=False, markup=False,
+                      color_system="auto" if terminal else None, force_terminal=terminal)
+    with console.capture() as captured:
+        for number, renderable in enumerate(renderables):
+            if number:
+                console.line()
+            console.print(renderable)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
 
 
 from fingerprints.cli import collect  # noqa: E402, I001 - the collectors' commands live in their package

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from assoc import cli
 from assoc.cli import main
 from assoc.report.outdir import read_scan_output
+from fixtures.market import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = str(ROOT / "examples" / "bundle")
@@ -106,7 +111,7 @@ def test_scan_with_report_export_and_sarif_writes_them_all(tmp_path):
     out = tmp_path / "out"
     result = _run("scan", EXAMPLE, "--out", str(out), "--no-cache", "--report", "--export", "--format", "sarif")
     assert result.exit_code == 0, result.output
-    assert "stores scanned     40" in result.output
+    assert re.search(r"^stores scanned +40$", result.output, re.M)
     for name in ("report.html", "review_queue.csv", "findings.sarif", "graph/graph.graphml", "graph/neo4j/load.cypher"):
         assert (out / name).is_file(), name
         assert f"wrote {out / name}" in result.output
@@ -122,3 +127,83 @@ def test_scan_format_html_is_report_and_plain_scan_writes_no_review_files(tmp_pa
     result = _run("scan", EXAMPLE, "--out", str(html), "--no-cache", "-q", "--format", "html", "--reveal-pii")
     assert result.exit_code == 0 and result.output == ""
     assert _payout_value(html) in (html / "report.html").read_text(encoding="utf-8")
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as stderr or stdout in an interactive shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bundle = tmp_path_factory.mktemp("small") / "bundle"
+    generate(bundle, stores=20, seed=3)
+    return bundle
+
+
+def _command_args(command: str, outdir: Path, small_bundle: Path, tmp_path: Path) -> list[str]:
+    if command == "scan":
+        return ["scan", str(small_bundle), "--out", str(tmp_path / "out"), "--no-cache", "--export"]
+    return [command, str(outdir)]
+
+
+@pytest.mark.parametrize("command", ["scan", "report", "export"])
+@pytest.mark.parametrize(("terminal", "quiet", "bars"), [(True, False, True), (False, False, False),
+                                                          (True, True, False)])
+def test_progress_bars_only_on_a_terminal_and_never_with_quiet(command, terminal, quiet, bars, outdir, small_bundle,
+                                                              tmp_path, monkeypatch):
+    # No delay, so every stage of even a tiny scan would draw its bar: only the gate keeps stderr clean.
+    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0.0)
+    stderr = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    args = _command_args(command, outdir, small_bundle, tmp_path) + (["--quiet"] if quiet else [])
+    main.main(args, standalone_mode=False)
+    if not bars:
+        assert stderr.getvalue() == ""
+        return
+    # export (alone or after a scan) reports each file written; report its pictures; scan every stage.
+    stages = {"scan": ["normalise signals", "compare pairs", "graph export"], "report": ["report pictures"],
+              "export": ["graph export"]}[command]
+    for stage in stages:
+        assert f"{stage}:" in stderr.getvalue(), stage
+
+
+def test_scan_summary_is_a_plain_text_table_off_a_terminal_and_json_is_unchanged(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["scan", EXAMPLE, "--out", str(out), "--no-cache"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))["summary"]
+    assert "\x1b" not in result.output
+    lines = result.output.splitlines()
+    assert lines[:5] == [
+        f"stores scanned  {summary['stores']}",
+        f"pairs linked    {summary['pairs_linked']} (of {summary['pairs_reported']} reported)",
+        f"clusters        {summary['clusters']} ({summary['stores_in_clusters']} stores)",
+        f"hubs ignored    {summary['hubs']}",
+        f"results in      {out}",
+    ]
+    header = lines.index("largest clusters  size   risk")
+    rows = [line.split() for line in lines[header + 1:header + 1 + len(summary["largest_clusters"])]]
+    assert rows == [[c["cluster_id"], str(c["size"]), f"{c['risk']:.3f}"] for c in summary["largest_clusters"]]
+    as_json = _run("scan", EXAMPLE, "--out", str(tmp_path / "json"), "--no-cache", "--json")
+    assert as_json.output == json.dumps(summary, indent=2, sort_keys=True) + "\n"
+
+
+def test_summary_table_is_styled_by_rich_only_on_a_terminal(monkeypatch):
+    summary = {"stores": 3, "pairs_linked": 1, "pairs_reported": 2, "clusters": 1, "stores_in_clusters": 2, "hubs": 0,
+               "rejected_rows": 1, "largest_clusters": [{"cluster_id": "C-A", "size": 2, "risk": 0.75}]}
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    plain = cli._render_summary(summary, Path("out"))
+    assert "\x1b" not in plain and "rejected rows   1 (see out/rejected.csv)" in plain.splitlines()
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a pipe stays plain even when the environment asks for colour
+    assert cli._render_summary(summary, Path("out")) == plain
+    monkeypatch.delenv("FORCE_COLOR")
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    styled = cli._render_summary(summary, Path("out"))
+    assert "\x1b[1m" in styled  # bold labels and headers
+    assert re.sub(r"\x1b\[[0-9;]*m", "", styled).replace("\r", "").splitlines()[:2] == plain.splitlines()[:2]

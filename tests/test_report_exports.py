@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -20,8 +22,10 @@ import pytest
 
 from assoc.bundle import read_bundle
 from assoc.report import write_scan_outputs
-from assoc.report.graph import NEO4J_FILES, build_graph, write_graph_exports
+from assoc.report.graph import EXPORT_STAGE, NEO4J_FILES, build_graph, write_graph_exports
+from assoc.report.html import write_html_report
 from assoc.report.outdir import read_scan_output
+from assoc.report.queue import write_review_queue
 from assoc.report.sarif import FINGERPRINT_KEY, RULES, sarif_log, write_sarif
 from assoc.scan import scan
 from assoc.settings import Settings
@@ -151,6 +155,33 @@ def test_exports_mask_personal_values_unless_revealed(example_outdir):
     revealed = {attrs["label"] for _, attrs in build_graph(results, reveal_pii=True).nodes(data=True)}
     assert personal and not any(v in label for v in personal for label in masked)
     assert all(any(v in label for label in revealed) for v in personal)
+
+
+def test_graph_export_reports_progress_file_by_file(example_outdir, tmp_path):
+    calls = []
+    written = write_graph_exports(read_scan_output(example_outdir), tmp_path / "graph",
+                                  progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert calls == [(EXPORT_STAGE, done, len(written)) for done in range(len(written) + 1)]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
+def test_every_output_file_gets_the_mode_open_would_give_it(umask, tmp_path):
+    """0666 less the umask, as a plain open() gives: a group or service user (Neo4j) can read the results."""
+    generate(tmp_path / "bundle", stores=20, seed=3)
+    previous = os.umask(umask)
+    try:
+        outdir = _scan(tmp_path / "bundle", tmp_path / "out")
+        results = read_scan_output(outdir)
+        written = [write_html_report(results), write_review_queue(results), write_sarif(results),
+                   *write_graph_exports(results)]
+        write_review_queue(results)  # rewriting an existing file gives it the same mode
+    finally:
+        os.umask(previous)
+    files = sorted(p for p in outdir.rglob("*") if p.is_file())
+    assert set(written) <= set(files) and (outdir / "pairs.csv") in files
+    assert not [p for p in files if p.name.startswith(".")], "a temporary file was left behind"
+    assert {p.relative_to(outdir).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.relative_to(outdir).as_posix(): oct(0o666 & ~umask) for p in files}
 
 
 def _validator() -> jsonschema.Draft7Validator:
