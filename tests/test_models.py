@@ -162,21 +162,62 @@ def test_too_few_labels_or_one_class_cannot_train(market):
 
 # ------------------------------------------------------------------------------------------ suggestions
 
-def test_suggest_puts_uncertain_pairs_first_and_skips_decided_ones():
-    evidence = {  # rule probabilities from far below to far above 0.5
-        ("A", f"B{i:02d}"): rules.weigh([_piece("ip", stores=2, gap_hours=hours)]) for i, hours in
-        enumerate([None, 2.0, 20.0, 100.0, 3000.0, 10_000.0])
-    }
-    evidence[("A", "C")] = rules.weigh([_piece("payment_account"), _piece("email")])  # certain
-    decided = {("A", "B01")}
-    picked = suggest(evidence, RuleScorer(), 3, exclude=decided, seed=1)
-    assert len(picked) == 3 and not {s.pair for s in picked} & decided
-    uncertain = picked[:3 - round(3 * EXPLORE)]
-    distance = [abs(s.probability - 0.5) for s in uncertain]
-    others = [abs(RuleScorer().probability(e) - 0.5) for p, e in evidence.items()
-              if p not in decided and p not in {s.pair for s in picked}]
-    assert max(distance) <= min(others)
-    assert [s.pair for s in picked] == [s.pair for s in suggest(evidence, RuleScorer(), 3, exclude=decided, seed=1)]
+# Sorts of evidence (kind, level, bits): log-odds on both sides of 0, no two pairs equally uncertain, and one
+# certain pair (Z) of a sort of its own.
+_SORTS = {
+    "P": [[("phone", "exact", 10 + d)] for d in (0.25, -0.5, 1.0, -2.0, 3.0, -4.5, 6.0, 8.0)],
+    "E": [[("email", "exact", 10 + d)] for d in (0.1, -0.75, 1.5, -3.5, 5.0)],
+    "N": [[("person_name", "exact", 5.0 + d), ("ip", "prefix", 1.5)] for d in (3.8, 2.25, 5.7)],
+    "Z": [[("payment_account", "exact", 16.0), ("email", "exact", 15.0)]],
+}
+
+
+def _sorted_market(sorts: str) -> dict:
+    """Weighted evidence, as the scorer sees it, of pairs (sort, id)."""
+    return {(sort, f"{sort}{i:02d}"): [_piece(kind, level=level, weight=bits) for kind, level, bits in specs]
+            for sort in sorts for i, specs in enumerate(_SORTS[sort])}
+
+
+@pytest.mark.parametrize("sorts", ["P", "PENZ"])
+@pytest.mark.parametrize("count", [1, 3, 6, 9, 12])
+def test_suggest_puts_uncertain_pairs_first_and_skips_decided_ones(sorts, count):
+    """What models/suggest.py guarantees of every request: the first count - round(count * EXPLORE) picks are,
+    within each sort of evidence, that sort's most uncertain undecided pairs, most uncertain first, taken
+    round-robin over the sorts (a sort gets at most one pick more than another that still has pairs); the
+    rest are other undecided pairs drawn at random, reproducibly per seed."""
+    evidence = _sorted_market(sorts)
+    scorer = RuleScorer()
+    decided = {("P", "P00")}  # the most uncertain pair of all, already decided
+    undecided = [pair for pair in evidence if pair not in decided]
+
+    def uncertainty(pair) -> float:
+        p = scorer.probability(evidence[pair])
+        return abs(math.log2(p / (1 - p)))
+
+    picked = suggest(evidence, scorer, count, exclude=decided, seed=7)
+    pairs = [s.pair for s in picked]
+    assert len(pairs) == len(set(pairs)) == min(count, len(undecided))
+    assert not set(pairs) & decided and set(pairs) <= set(evidence)
+    for s in picked:
+        assert s.probability == scorer.probability(evidence[s.pair])
+    uncertain = pairs[:count - round(count * EXPLORE)]
+    assert len(uncertain) >= 1
+    by_sort: dict[str, list] = {}
+    for pair in uncertain:
+        by_sort.setdefault(pair[0], []).append(pair)
+    for sort, chosen in by_sort.items():
+        ranked = sorted((p for p in undecided if p[0] == sort), key=uncertainty)
+        assert chosen == ranked[:len(chosen)]  # the sort's most uncertain, in order, none skipped
+    available = {sort: sum(1 for p in undecided if p[0] == sort) for sort in {p[0] for p in undecided}}
+    taken = {sort: len(by_sort.get(sort, [])) for sort in available}
+    for sort, n in taken.items():  # round-robin: a sort with pairs left is at most one pick behind any other
+        if n < available[sort]:
+            assert max(taken.values()) - n <= 1, taken
+    assert pairs[0] == min(undecided, key=uncertainty)  # the first pick is the most uncertain of all
+    if len(sorts) == 1:  # one sort: the uncertain share is simply the most uncertain pairs in order
+        assert uncertain == sorted(undecided, key=uncertainty)[:len(uncertain)]
+    assert [s.pair for s in suggest(evidence, scorer, count, exclude=decided, seed=7)] == pairs
+    assert [s.pair for s in suggest(evidence, scorer, count, exclude=decided, seed=8)][:len(uncertain)] == uncertain
 
 
 def test_suggestions_spread_over_kinds_of_evidence():
