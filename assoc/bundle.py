@@ -13,13 +13,13 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
-from .records import Bundle, Product, RejectedRow, Signal, Store
+from .records import Bundle, Product, Progress, RejectedRow, Signal, Store, no_progress
 
 STORE_COLUMNS = ("store_id",)
 SIGNAL_COLUMNS = ("store_id", "kind", "value")
@@ -35,6 +35,10 @@ KNOWN_COLUMNS = {
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # How much of a row that could not be parsed is kept in RejectedRow.content.
 _CONTENT_LIMIT = 1000
+# Progress of reading: a report every _PROGRESS_ROWS CSV records (in characters read of the file's), and
+# every _PROGRESS_STORES JSONL lines (one store each, with its signals and products).
+_PROGRESS_ROWS = 10_000
+_PROGRESS_STORES = 1_000
 
 
 class _Problems:
@@ -76,12 +80,14 @@ def parse_timestamp(text: str) -> datetime:
         raise ValueError(f"{text!r} is out of range in UTC") from exc
 
 
-def read_bundle(path: Path | str, *, skip_invalid: bool = False) -> Bundle:
+def read_bundle(path: Path | str, *, skip_invalid: bool = False, progress: Progress = no_progress) -> Bundle:
     """Read the bundle at `path` (a directory, or a stores.jsonl file).
 
     Raises BundleError listing every problem, unless `skip_invalid`, in which case bad rows
     are returned in Bundle.rejected. Problems with a whole file (unreadable, a required
     column missing) are raised in both modes: no row of such a file can be trusted.
+    `progress` hears one stage per file ("read signals.csv": characters read, of the file's);
+    the JSONL form a second stage for the nested signals and products (stores checked, of all).
     """
     root = Path(path)
     if root.is_file() and root.name.endswith(".jsonl"):
@@ -110,7 +116,7 @@ def read_bundle(path: Path | str, *, skip_invalid: bool = False) -> Bundle:
         raise BundleError([f"{root}: not found; give a bundle directory or a stores.jsonl file"])
 
     problems = _Problems()
-    bundle = _read_jsonl(jsonl, root, problems) if jsonl else _read_csv_dir(root, problems)
+    bundle = _read_jsonl(jsonl, root, problems, progress) if jsonl else _read_csv_dir(root, problems, progress)
     if problems.fatal or (problems.rows and not skip_invalid):
         messages = problems.messages()
         raise BundleError(messages, skippable=not problems.fatal)
@@ -131,18 +137,29 @@ def _decode(path: Path, problems: _Problems) -> str | None:
     return raw.decode("utf-8-sig", errors="surrogateescape")
 
 
-def _csv_rows(path: Path, required: tuple[str, ...],
-              problems: _Problems) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(path: Path, required: tuple[str, ...], problems: _Problems,
+              progress: Progress = no_progress) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) for each data row; malformed rows are reported, not yielded."""
     text = _decode(path, problems)
     if text is None:
         return
     name = path.name
+    stage, total = f"read {name}", len(text)
+    progress(stage, 0, total)
+    try:
+        yield from _csv_text_rows(name, text, required, problems, lambda done: progress(stage, done, total))
+    finally:
+        progress(stage, total, total)
+
+
+def _csv_text_rows(name: str, text: str, required: tuple[str, ...], problems: _Problems,
+                   report: Callable[[int], None]) -> Iterator[tuple[int, dict[str, str]]]:
     bad_bytes_in_file = _has_bad_bytes(text)  # one scan of the file spares a scan of every cell
     consumed: list[str] = []  # the physical lines of the record being read, for rejected content
+    handle = io.StringIO(text, newline="")
 
     def lines() -> Iterator[str]:
-        for physical in io.StringIO(text, newline=""):
+        for physical in handle:
             consumed.append(physical)
             yield physical
 
@@ -172,7 +189,11 @@ def _csv_rows(path: Path, required: tuple[str, ...],
         return
     width = len(header)
     line = reader.line_num + 1
+    records = 0
     while True:
+        records += 1
+        if records % _PROGRESS_ROWS == 0:
+            report(handle.tell())
         consumed.clear()
         try:
             cells = next(reader)
@@ -220,18 +241,18 @@ def _clip(text: str) -> str:
     return text if len(text) <= _CONTENT_LIMIT else text[:_CONTENT_LIMIT] + "..."
 
 
-def _read_csv_dir(root: Path, problems: _Problems) -> Bundle:
+def _read_csv_dir(root: Path, problems: _Problems, progress: Progress = no_progress) -> Bundle:
     stores = _Collector(root, problems)
-    for line, row in _csv_rows(root / "stores.csv", STORE_COLUMNS, problems):
+    for line, row in _csv_rows(root / "stores.csv", STORE_COLUMNS, problems, progress):
         stores.add_store("stores.csv", line, row)
     # Without a readable stores.csv every signal and product would also be "unknown store" noise;
     # the other files are still read so that their own problems are reported in the same run.
     stores.stores_known = not problems.fatal
     if (root / "signals.csv").exists():
-        for line, row in _csv_rows(root / "signals.csv", SIGNAL_COLUMNS, problems):
+        for line, row in _csv_rows(root / "signals.csv", SIGNAL_COLUMNS, problems, progress):
             stores.add_signal("signals.csv", line, row)
     if (root / "products.csv").exists():
-        for line, row in _csv_rows(root / "products.csv", PRODUCT_COLUMNS, problems):
+        for line, row in _csv_rows(root / "products.csv", PRODUCT_COLUMNS, problems, progress):
             stores.add_product("products.csv", line, row)
     return stores.bundle()
 
@@ -239,7 +260,7 @@ def _read_csv_dir(root: Path, problems: _Problems) -> Bundle:
 # -------------------------------------------------------------------------------------- JSONL form
 
 
-def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
+def _read_jsonl(path: Path, root: Path, problems: _Problems, progress: Progress = no_progress) -> Bundle:
     text = _decode(path, problems)
     stores = _Collector(root, problems)
     if text is None:
@@ -248,7 +269,12 @@ def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
     deferred: list[tuple[int, dict[str, Any]]] = []
     # Not str.splitlines(): it also splits at U+2028, U+0085 and friends, which JSON allows raw inside
     # strings. A raw CR cannot occur inside a JSON string, so CR, LF and CRLF are all line ends.
-    for number, raw_line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+    lines = re.split(r"\r\n|\r|\n", text)
+    stage = f"read {name}"
+    progress(stage, 0, len(lines))
+    for number, raw_line in enumerate(lines, start=1):
+        if number % _PROGRESS_STORES == 0:
+            progress(stage, number, len(lines))
         if not raw_line.strip():
             continue
         if _has_bad_bytes(raw_line):
@@ -264,11 +290,17 @@ def _read_jsonl(path: Path, root: Path, problems: _Problems) -> Bundle:
             problems.row(name, number, "malformed row: each line must be a JSON object (one store)",
                          raw_line[:200])
             continue
-        if stores.add_store(name, number, _as_cells(record)):
+        if stores.add_store(name, number, _as_cells(record), raw=raw_line):
             deferred.append((number, record))
+    progress(stage, len(lines), len(lines))
     # Signals and products after every store, so a store's children never depend on line order.
-    for number, record in deferred:
+    stage = f"read {name}: signals and products"
+    progress(stage, 0, len(deferred))
+    for done, (number, record) in enumerate(deferred, start=1):
+        if done % _PROGRESS_STORES == 0:
+            progress(stage, done, len(deferred))
         _add_children(stores, problems, name, number, record)
+    progress(stage, len(deferred), len(deferred))
     return stores.bundle()
 
 
@@ -327,9 +359,10 @@ class _Collector:
         # then store_ids of signals and products cannot be checked and are not reported as unknown.
         self.stores_known = True
 
-    def add_store(self, file: str, line: int, row: dict[str, str]) -> bool:
+    def add_store(self, file: str, line: int, row: dict[str, str], raw: str | None = None) -> bool:
+        """Validate and keep one store row; `raw`: the line as written (a stores.jsonl line), for rejected.csv."""
         store_id = row.get("store_id", "").strip()
-        content = row  # joined into text only if the row is rejected
+        content: str | dict[str, str] = row if raw is None else raw  # joined into text only if the row is rejected
         if not store_id:
             self.problems.row(file, line, "empty store_id; every store needs an id", content)
             return False

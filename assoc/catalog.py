@@ -65,12 +65,18 @@ COMMON_MIN_STORES = 5
 IMAGE_WORKERS = 2
 TEXT_WORKERS = 2
 PARALLEL_FROM = 100_000
+# Listings normalised per task: progress is heard once a task is done, and the index does not depend on the split.
+TEXT_CHUNK = 10_000
 # Pictures confirm a match whose titles are at least IMAGE_TEXT_FLOOR similar (see _Pictures.matches)
 # if their fingerprints are within IMAGE_RADIUS and pixel verification agrees.
 IMAGE_TEXT_FLOOR = 0.2
 IMAGE_RADIUS = 40
 # Fingerprints this close are one picture: pixel verification would only cost time.
 IMAGE_SURE = 10
+# Progress is reported every this many listings grouped (or matched listing pairs written), and picture
+# pairs looked at.
+PROGRESS_LISTINGS = 10_000
+PROGRESS_PICTURE_PAIRS = 256
 
 # A pair similarity for many pairs at once: (left, right) -> similarity in [0, 1], or CONFLICT for
 # two listings whose texts name different codes, colours or sizes. CONFLICT is a distance of 2 in
@@ -148,31 +154,36 @@ def compare_catalogs(products: Sequence[Product], bundle_root: Path, settings: S
     index: TextIndex | None = None
     edges = near = _Edges.empty()
     if settings.use_text and n:
+        progress("catalog: normalise text", 0, n)
         index = TextIndex.from_listings([(p.title, p.description) for p in products],
-                                        workers=TEXT_WORKERS if n >= PARALLEL_FROM else 1,
+                                        workers=TEXT_WORKERS if n >= PARALLEL_FROM else 1, chunk=TEXT_CHUNK,
                                         progress=lambda done: progress("catalog: normalise text", done, n))
+        progress("catalog: match text", 0, n)
         # With pictures, the text's near misses are wanted too: a picture may confirm them.
-        found = index.matches(threshold=IMAGE_TEXT_FLOOR if settings.use_images else TEXT_THRESHOLD)
+        found = index.matches(threshold=IMAGE_TEXT_FLOOR if settings.use_images else TEXT_THRESHOLD,
+                              progress=lambda done: progress("catalog: match text", done, n))
         strong = found.score >= TEXT_THRESHOLD
         edges = _Edges(found.left[strong], found.right[strong], found.score[strong])
         near = _Edges(found.left[~strong], found.right[~strong], found.score[~strong])
         stats["text_candidates"] = found.candidates
         stats["text_matches"] = len(edges.left)
-        progress("catalog: match text", n, n)
     pictures: _Pictures | None = None
     if settings.use_images and n:
         pictures = _Pictures.of(products, bundle_root, settings.cache_dir, progress)
         rejected.extend(pictures.rejected)
         stats.update(pictures.stats)
-        image_edges = pictures.matches(n, index, near, stats)
+        image_edges = pictures.matches(n, index, near, stats,
+                                       progress=lambda done, total: progress("catalog: match images", done, total))
         edges = edges.union(image_edges)
-        progress("catalog: match images", n, n)
 
+    progress("catalog: group", 0, n)
     labels = group_listings(n, edges.left, edges.right, _similarity(n, index, edges),
-                            mixed=index.mixed_facts if index is not None else None)
+                            mixed=index.mixed_facts if index is not None else None,
+                            progress=lambda done: progress("catalog: group", done, n))
     progress("catalog: group", n, n)
 
     store_ids = sorted({p.store_id for p in products})
+    progress("catalog: overlap", 0, len(store_ids))
     store_index = {s: k for k, s in enumerate(store_ids)}
     store_of = np.fromiter((store_index[p.store_id] for p in products), dtype=np.int64, count=n)
     table = _store_groups(store_of, labels, len(store_ids))
@@ -180,9 +191,10 @@ def compare_catalogs(products: Sequence[Product], bundle_root: Path, settings: S
     common = group_stores > common_store_count(group_stores)
     stats["groups"] = int(table.shape[1])
     stats["common_groups"] = int(common.sum())
-    overlaps = _overlaps(table, common, store_ids, settings.catalog_report_floor)
-    progress("catalog: overlap", n, n)
-    matches = _matches(products, overlaps, table, store_of, labels, store_index, index, pictures)
+    overlaps = _overlaps(table, common, store_ids, settings.catalog_report_floor,
+                         progress=lambda done: progress("catalog: overlap", done, len(store_ids)))
+    matches = _matches(products, overlaps, table, store_of, labels, store_index, index, pictures,
+                       progress=lambda done, total: progress("catalog: matched listings", done, total))
     group_of = {(p.store_id, p.product_id): int(g) for p, g in zip(products, labels, strict=True)}
     return CatalogResult(overlaps=overlaps, matches=matches, group_of=group_of,
                          group_stores={g: int(c) for g, c in enumerate(group_stores)},
@@ -215,7 +227,8 @@ def _similarity(n: int, index: TextIndex | None, edges: _Edges) -> PairSimilarit
 
 def group_listings(n: int, left: np.ndarray, right: np.ndarray, similarity: PairSimilarity | None = None, *,
                    mixed: Callable[[np.ndarray], np.ndarray] | None = None, support: float = SUPPORT,
-                   density: float = DENSITY, cohesion: float = COHESION) -> np.ndarray:
+                   density: float = DENSITY, cohesion: float = COHESION,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Product group label (0..groups-1, numbered in order of first listing) of each of n listings.
 
     `left`/`right` are matched pairs of listings. See the module docstring: matches whose two
@@ -223,6 +236,8 @@ def group_listings(n: int, left: np.ndarray, right: np.ndarray, similarity: Pair
     than `density` of their pairs matched, or whose listings may conflict (`mixed`: labels ->
     flag per label), are re-clustered by average linkage on `similarity` (by default 1 for a
     match, 0 otherwise) and cut where the average similarity falls below `cohesion`.
+    `progress` hears how many listings are grouped for good: all but those of the loose components,
+    then those of each component as it is re-clustered.
     """
     left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
     if len(left):
@@ -236,7 +251,7 @@ def group_listings(n: int, left: np.ndarray, right: np.ndarray, similarity: Pair
     _, labels = connected_components(sp.coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n)), directed=False)
     if similarity is None:
         similarity = _matched(n, left, right, np.ones(len(left)))
-    labels = _recluster(labels, left, right, similarity, mixed, density, cohesion)
+    labels = _recluster(labels, left, right, similarity, mixed, density, cohesion, progress)
     # Number groups by their first listing, so that ids do not depend on traversal order.
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
@@ -245,7 +260,8 @@ def group_listings(n: int, left: np.ndarray, right: np.ndarray, similarity: Pair
 
 
 def _recluster(labels: np.ndarray, left: np.ndarray, right: np.ndarray, similarity: PairSimilarity,
-               mixed: Callable[[np.ndarray], np.ndarray] | None, density: float, cohesion: float) -> np.ndarray:
+               mixed: Callable[[np.ndarray], np.ndarray] | None, density: float, cohesion: float,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Average-linkage re-clustering of the loose components (see group_listings)."""
     n = len(labels)
     size = np.bincount(labels, minlength=n)
@@ -259,6 +275,10 @@ def _recluster(labels: np.ndarray, left: np.ndarray, right: np.ndarray, similari
     members = np.argsort(labels, kind="stable")
     starts = np.searchsorted(labels[members], loose)
     groups = [members[start:start + size[c]] for c, start in zip(loose.tolist(), starts.tolist(), strict=True)]
+    grouped = n - int(size[loose].sum())  # listings outside the loose components keep their component
+    reported = grouped
+    if progress is not None:
+        progress(grouped)
     # Cut every component's dendrogram where the average distance passes 1 - cohesion: the merges
     # below the cut, as edges between tree nodes (merge i of a component of k makes node k + i),
     # and one connected-components pass over all of them.
@@ -276,6 +296,10 @@ def _recluster(labels: np.ndarray, left: np.ndarray, right: np.ndarray, similari
         merge_into += [k + below + offset] * 2
         leaves.append(np.arange(k) + offset)
         offset += 2 * k - 1
+        grouped += k
+        if progress is not None and grouped - reported >= PROGRESS_LISTINGS:
+            progress(grouped)
+            reported = grouped
     a, b = np.concatenate(merge_from), np.concatenate(merge_into)
     _, cluster = connected_components(sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(offset, offset)), directed=False)
     out = labels.copy()
@@ -333,12 +357,13 @@ def _store_groups(store_of: np.ndarray, labels: np.ndarray, stores: int) -> sp.c
     return table
 
 
-def _overlaps(table: sp.csr_matrix, common: np.ndarray, store_ids: list[str],
-              floor: float, chunk: int = 2000) -> dict[tuple[str, str], PairOverlap]:
+def _overlaps(table: sp.csr_matrix, common: np.ndarray, store_ids: list[str], floor: float, chunk: int = 2000,
+              progress: Callable[[int], None] | None = None) -> dict[tuple[str, str], PairOverlap]:
     """Every pair of stores whose overlap is at least `floor`.
 
     The product stores x stores is taken `chunk` rows at a time and cut at the floor at once, so
-    that memory stays bounded even when a few groups are listed by thousands of stores.
+    that memory stays bounded even when a few groups are listed by thousands of stores. `progress`
+    hears how many stores' rows are done after each chunk.
     """
     sizes = np.diff(table.indptr)
     common_table = sp.csr_matrix(table @ sp.diags(common.astype(np.float64)))
@@ -359,13 +384,16 @@ def _overlaps(table: sp.csr_matrix, common: np.ndarray, store_ids: list[str],
             out[store_ids[i], store_ids[j]] = PairOverlap(
                 store_a=store_ids[i], store_b=store_ids[j], overlap=o, share_a=c / sizes[i], share_b=c / sizes[j],
                 shared_groups=int(c), common_groups=int(k))
+        if progress is not None:
+            progress(min(start + chunk, table.shape[0]))
     return out
 
 
 def _matches(products: Sequence[Product], overlaps: dict[tuple[str, str], PairOverlap], table: sp.csr_matrix,
              store_of: np.ndarray, labels: np.ndarray, store_index: dict[str, int], index: TextIndex | None,
-             pictures: _Pictures | None) -> list[CatalogMatch]:
-    """For each reported pair and each group it shares, the first listing of each store in it."""
+             pictures: _Pictures | None, *, progress: Callable[[int, int], None] | None = None) -> list[CatalogMatch]:
+    """For each reported pair and each group it shares, the first listing of each store in it; `progress` hears
+    (listing pairs done, listing pairs in all)."""
     if not overlaps:
         return []
     pair_a = np.array([store_index[a] for a, _ in overlaps], dtype=np.int64)
@@ -377,16 +405,22 @@ def _matches(products: Sequence[Product], overlaps: dict[tuple[str, str], PairOv
     first_of, first = np.unique(store_of * width + labels, return_index=True)  # (store, group) -> listing
     left = first[np.searchsorted(first_of, pair_a[pair] * width + group)]
     right = first[np.searchsorted(first_of, pair_b[pair] * width + group)]
-    texts: list[float | None] = [None] * len(left)
+    total = len(left)
+    if progress is not None:
+        progress(0, total)
+    texts: list[float | None] = [None] * total
     if index is not None:
         texts = index.similarity(left, right).tolist()
-    distances: list[int | None] = [None] * len(left)
-    if pictures is not None:
-        distances = [pictures.distance(i, j) for i, j in zip(left.tolist(), right.tolist(), strict=True)]
-    return [CatalogMatch(store_a=products[i].store_id, product_a=products[i].product_id,
-                         store_b=products[j].store_id, product_b=products[j].product_id,
-                         text_similarity=t, image_distance=d)
-            for i, j, t, d in zip(left.tolist(), right.tolist(), texts, distances, strict=True)]
+    out = []
+    for done, (i, j, t) in enumerate(zip(left.tolist(), right.tolist(), texts, strict=True), start=1):
+        if progress is not None and done % PROGRESS_LISTINGS == 0:
+            progress(done, total)
+        out.append(CatalogMatch(store_a=products[i].store_id, product_a=products[i].product_id,
+                                store_b=products[j].store_id, product_b=products[j].product_id, text_similarity=t,
+                                image_distance=pictures.distance(i, j) if pictures is not None else None))
+    if progress is not None:
+        progress(total, total)
+    return out
 
 
 class _Pictures:
@@ -435,8 +469,10 @@ class _Pictures:
             return None
         return min(self.fingerprints[i] - self.fingerprints[j] for i in pa for j in pb)
 
-    def matches(self, n: int, index: TextIndex | None, near: _Edges, stats: dict[str, int]) -> _Edges:
-        """Listing pairs whose pictures match, confirmed pixel by pixel.
+    def matches(self, n: int, index: TextIndex | None, near: _Edges, stats: dict[str, int], *,
+                progress: Callable[[int, int], None] | None = None) -> _Edges:
+        """Listing pairs whose pictures match, confirmed pixel by pixel; `progress` hears (candidate pairs
+        looked at, candidate pairs in all).
 
         Pictures of one drawing in one colour are alike for family variants (another model code)
         and for strangers (simple shapes on white), so a picture only confirms a text that names
@@ -469,7 +505,11 @@ class _Pictures:
         verifier = images.ImageVerifier()
         matched: dict[tuple[int, int], float] = {}
         checked = 0
-        for a, b, i, j in pairs:
+        if progress is not None:
+            progress(0, len(pairs))
+        for done, (a, b, i, j) in enumerate(pairs):
+            if progress is not None and done % PROGRESS_PICTURE_PAIRS == 0:
+                progress(done, len(pairs))  # a pixel verification takes milliseconds
             key = (min(a, b), max(a, b))
             distance = self.fingerprints[i] - self.fingerprints[j]
             if key in matched or a == b or distance > IMAGE_RADIUS:
@@ -483,6 +523,8 @@ class _Pictures:
             except images.ImageRejected:
                 continue
         stats["image_verified"] = checked
+        if progress is not None:
+            progress(len(pairs), len(pairs))
         good = sorted((a, b, value) for (a, b), value in matched.items() if value >= images.MATCH_THRESHOLD)
         stats["image_matches"] = len(good)
         if not good:

@@ -12,7 +12,17 @@ Exact (same numbers as the scan, given the index's product groups):
 - value support of each shared key held by 3..hub_cap stores: every holder pair of the key is
   compared from the index (all the keys the two holders share, and their catalog overlap from
   the stored groups), then assoc.evidence.value_support;
-- weights, probability and reasons: models.rules and the scan's own pair rule.
+- weights, probability and reasons: models.rules and the scan's own pair rule;
+- hubs: the candidate's values a scan would list in hubs.csv, with the same counts and treatment.
+
+Nearly exact: value support's second pass lets a value corroborate only if it was not doubtful
+in the first pass, judged over all of its holder pairs. A check judges such a value by the holder
+pairs it compares (those sharing a key with the candidate), so when a value the candidate does
+not hold corroborates some holder pairs, it may be judged on fewer pairs than a scan judges it:
+a hub note may count a corroborated holder pair more or less, and a score can move slightly
+(measured: notes/check.md, 45 of 45 link decisions equal, scores within 2e-6). Judging those
+values on all their holder pairs would mean comparing every holder pair of every value that
+those stores share, per check.
 
 Approximate (the catalog is global: one more store changes IDF weights, candidate search and
 grouping of every listing):
@@ -63,9 +73,9 @@ from .catalog import COMMON_FACTOR, COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverl
 from .decisions import ReviewState
 from .errors import AssocError, BundleError
 from .evidence import Evidence, catalog_evidence, compare_pair, session_values, value_support
-from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index
+from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index, ignored_note
 from .records import Bundle, Product, Store
-from .scan import PairResult, RuleScorer, Scorer, _pair_result
+from .scan import PairResult, RuleScorer, Scorer, _pair_result, scoring_hubs
 from .settings import Settings
 from .store import (
     IndexStore,
@@ -565,7 +575,6 @@ class _Check:
     # ------------------------------------------------------------------------------------- run
 
     def run(self) -> CheckResult:
-        cap = self.settings.hub_cap
         self._count(self.own)
         usable = sorted(k for k in self.own if self._usable(k))
         self._load(usable)
@@ -596,11 +605,20 @@ class _Check:
             if result is not None:
                 results.append(replace(result, contributions=tuple(self.scorer.contributions(weighted))))
         results.sort(key=lambda p: (-p.score, p.store_a, p.store_b))
-        hubs = sorted((Hub(k[0], k[1], self.holders_after(k), self.counts[k][2] or self.own_weak.get(k, ""))
-                       for k in self.own if self.holders_after(k) > cap), key=lambda h: (-h.stores, h.kind, h.value))
-        listings = len(self.record.products)
-        return CheckResult(store_id=self.store_id, known=self.known, pairs=tuple(results), hubs=tuple(hubs),
-                           listings=listings, catalog_fresh=self.hot.catalog_fresh)
+        return CheckResult(store_id=self.store_id, known=self.known, pairs=tuple(results),
+                           hubs=tuple(self._hubs(sharing, support, sessions)), listings=len(self.record.products),
+                           catalog_fresh=self.hot.catalog_fresh)
+
+    def _hubs(self, sharing: dict[StorePair, list[Evidence]], support: dict[IndexKey, float],
+              sessions: frozenset[IndexKey]) -> list[Hub]:
+        """The candidate's values that a scan with it would list in hubs.csv, with the scan's notes and order:
+        ignored ones (over the cap, or marked by a reviewer), then those the scoring weighs down."""
+        cap, marked = self.settings.hub_cap, self.review.shared_keys
+        ignored = sorted((Hub(k[0], k[1], self.holders_after(k), ignored_note(
+            over_cap=cap if self.holders_after(k) > cap else None, review=marked.get(k, ""),
+            weak=self.own_weak.get(k) or self.counts[k][2])) for k in self.own
+            if self.holders_after(k) > cap or k in marked), key=lambda h: (-h.stores, h.kind, h.value))
+        return ignored + [h for h in scoring_hubs(sharing, support, sessions) if (h.kind, h.value) in self.own]
 
     def _holder_pairs(self, usable: list[IndexKey]) -> dict[StorePair, list[Evidence]]:
         """Evidence of every pair of indexed stores that share one of the candidate's keys held by 3+ stores:

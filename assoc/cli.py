@@ -320,7 +320,7 @@ def _render_summary(summary: dict[str, Any], outdir: Path) -> str:
     facts.add_row("stores scanned", str(summary["stores"]))
     facts.add_row("pairs linked", f"{summary['pairs_linked']} (of {summary['pairs_reported']} reported)")
     facts.add_row("clusters", f"{summary['clusters']} ({summary['stores_in_clusters']} stores)")
-    facts.add_row("hubs ignored", str(summary["hubs"]))
+    facts.add_row("hubs", f"{summary['hubs']} ({summary['hubs_ignored']} ignored, see hubs.csv)")
     if summary["rejected_rows"]:
         facts.add_row("rejected rows", f"{summary['rejected_rows']} (see {outdir / 'rejected.csv'})")
     facts.add_row("results in", str(outdir))

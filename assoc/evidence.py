@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .catalog import PairOverlap
-from .index import IndexKey, SignalIndex, StorePair
+from .index import PROGRESS_EVERY, IndexKey, SignalIndex, StorePair
 from .normalise import address_similarity
+from .records import Progress, no_progress
 
 # Which family each signal kind belongs to, for grouping explanations (DESIGN_NOTES §1).
 FAMILIES = {
@@ -190,7 +191,8 @@ CORROBORATING_GAP_HOURS = 24.0
 
 
 def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
-                  base_weight: Callable[[Evidence], float]) -> dict[tuple[str, str], float]:
+                  base_weight: Callable[[Evidence], float], *,
+                  progress: Progress = no_progress) -> dict[tuple[str, str], float]:
     """For every value shared by three or more stores: the share of its holder pairs that are
     corroborated by other evidence or by close timing.
 
@@ -205,15 +207,26 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
     ERP's egress IP; that IP corroborates nothing, while an operator's home IP, shared by all of
     its stores along with everything else, does.
     """
-    first = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT)
-    return _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
-                    and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT)
+    total = 2 * len(evidence_by_pair)  # two passes over every pair
+
+    def report(done: int) -> None:
+        progress("value support", done, total)
+
+    report(0)
+    first = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT, report)
+    second = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
+                      and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT,
+                      lambda done: report(len(evidence_by_pair) + done))
+    report(total)
+    return second
 
 
-def _support(evidence_by_pair: dict[StorePair, list[Evidence]],
-             corroborates: Callable[[Evidence], bool]) -> dict[tuple[str, str], float]:
+def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Callable[[Evidence], bool],
+             report: Callable[[int], None]) -> dict[tuple[str, str], float]:
     holder_pairs: dict[tuple[str, str], list[bool]] = {}
-    for pieces in evidence_by_pair.values():
+    for done, pieces in enumerate(evidence_by_pair.values(), start=1):
+        if done % PROGRESS_EVERY == 0:
+            report(done)
         strong = [p.identity for p in pieces if corroborates(p)]
         for piece in pieces:
             if piece.kind == "catalog" or piece.stores < 3:

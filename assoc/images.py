@@ -637,6 +637,8 @@ def fingerprint_files(paths: Sequence[Path], cache: HashCache, *, workers: int =
     results: dict[str, str] = {}        # digest -> "F:<fingerprint>" or "R:<reason>"
     todo: dict[str, Path] = {}          # digest -> a path with that content, for the pool
     total = len(paths)
+    if progress:
+        progress("images", 0, total)
     for done, path in enumerate(paths, 1):
         try:
             digest, data = _digest(path, cache)

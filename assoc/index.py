@@ -4,7 +4,9 @@ Every normalised signal yields one or more index keys: the value itself, plus th
 blocking keys its normaliser derives (an IPv4 /24, an address's unit and building). A key held
 by two or more stores makes those stores a candidate pair; nothing else does, so the scan never
 looks at all pairs. A key held by more stores than the hub cap is infrastructure (an ERP egress
-IP, a carrier NAT, a forwarder's warehouse) and produces no pairs at all; it is reported as a hub.
+IP, a carrier NAT, a forwarder's warehouse) and produces no pairs at all; it is reported as a hub
+(`SignalIndex.hubs`). Keys the scorer only down-weights are reported beside them by the scan
+(assoc.scan.scoring_hubs), which knows their evidence.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from .records import Bundle, Progress, no_progress
 IndexKey = tuple[str, str]  # (key kind, canonical value), e.g. ('ip', '203.0.113.7') or ('ip/24', '203.0.113')
 StorePair = tuple[str, str]  # (store_a, store_b) with store_a < store_b
 
+# Items (signals, keys) between two progress reports: a report every few tenths of a second on a large bundle.
+PROGRESS_EVERY = 10_000
+
 
 @dataclass(slots=True)
 class Posting:
@@ -32,12 +37,25 @@ class Posting:
 
 @dataclass(frozen=True, slots=True)
 class Hub:
-    """A key shared by too many stores to say anything about who operates them."""
+    """A key shared by many stores, and what that did to it as evidence (hubs.csv).
 
-    kind: str
+    `note` starts with the treatment: "ignored: ..." (over the hub cap, or marked shared
+    infrastructure by a reviewer: no evidence at all), "shared infrastructure: ..." (counts a
+    couple of bits at most) or "down-weighted: ..." (loses bits to rarity)."""
+
+    kind: str  # the index key kind: 'ip', 'ip/24', 'address/unit', ...
     value: str
     stores: int
     note: str
+
+
+def ignored_note(*, over_cap: int | None = None, review: str = "", weak: str = "") -> str:
+    """The hubs.csv note of an ignored key: held by more than `over_cap` stores, marked shared infrastructure
+    by a reviewer (`review`: the reason assoc.decisions gives), or both; `weak`: why its normaliser marked
+    the value weak, if it did."""
+    reasons = [f"over the cap of {over_cap} stores"] if over_cap is not None else []
+    reasons += [review] if review else []
+    return "ignored: " + "; ".join(reasons) + (f"; weak value: {weak}" if weak else "")
 
 
 @dataclass(slots=True)
@@ -51,26 +69,33 @@ class SignalIndex:
         return len(self.postings.get(key, ()))
 
     def hubs(self, cap: int, *, marked: Mapping[IndexKey, str] | None = None) -> list[Hub]:
-        """Keys held by more than `cap` stores, most widely shared first; also every `marked` key that a store
-        holds, with its note (values a reviewer marked as shared infrastructure, assoc.decisions)."""
+        """The ignored keys: held by more than `cap` stores, and every `marked` key that a store holds (values a
+        reviewer marked as shared infrastructure, assoc.decisions); most widely shared first."""
         marked = marked or {}
         found = [
-            Hub(kind, value, len(holders), marked.get((kind, value)) or self.weak_notes.get((kind, value), ""))
-            for (kind, value), holders in self.postings.items()
-            if len(holders) > cap or (kind, value) in marked
+            Hub(key[0], key[1], len(holders), ignored_note(over_cap=cap if len(holders) > cap else None,
+                                                           review=marked.get(key, ""),
+                                                           weak=self.weak_notes.get(key, "")))
+            for key, holders in self.postings.items()
+            if len(holders) > cap or key in marked
         ]
         return sorted(found, key=lambda h: (-h.stores, h.kind, h.value))
 
-    def candidate_pairs(self, cap: int, *, exclude: Container[IndexKey] = frozenset()
-                        ) -> dict[StorePair, list[IndexKey]]:
+    def candidate_pairs(self, cap: int, *, exclude: Container[IndexKey] = frozenset(),
+                        progress: Progress = no_progress) -> dict[StorePair, list[IndexKey]]:
         """Every store pair that shares at least one key held by 2..cap stores and not in `exclude` (hubs by
         a reviewer's decision), with the keys it shares."""
         shared: dict[StorePair, list[IndexKey]] = defaultdict(list)
-        for key in sorted(self.postings):
+        total = len(self.postings)
+        progress("candidate pairs", 0, total)
+        for done, key in enumerate(sorted(self.postings), start=1):
+            if done % PROGRESS_EVERY == 0:
+                progress("candidate pairs", done, total)
             holders = self.postings[key]
             if 2 <= len(holders) <= cap and key not in exclude:
                 for pair in combinations(sorted(holders), 2):
                     shared[pair].append(key)
+        progress("candidate pairs", total, total)
         return shared
 
 
@@ -83,8 +108,9 @@ def build_index(bundle: Bundle, *, progress: Progress = no_progress) -> SignalIn
     countries = {s.store_id: s.country or None for s in bundle.stores.values()}
     # Shared values repeat by the thousand (egress IPs, carrier NAT, warehouses): normalise each once.
     seen_values: dict[tuple[str, str, str | None], Normalised | None] = {}
+    progress("normalise signals", 0, total)
     for done, signal in enumerate(bundle.signals, start=1):
-        if done % 50_000 == 0:
+        if done % PROGRESS_EVERY == 0:
             progress("normalise signals", done, total)
         memo_key = (signal.kind, signal.value, countries.get(signal.store_id))
         if memo_key in seen_values:

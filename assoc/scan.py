@@ -17,7 +17,7 @@ from .catalog import CatalogResult
 from .catalog_cache import compare_catalogs_cached
 from .cluster import Cluster, cluster_stores
 from .evidence import Evidence, catalog_evidence, compare_pair, session_values, value_support, without_doubtful_values
-from .index import Hub, IndexKey, StorePair, build_index
+from .index import PROGRESS_EVERY, Hub, IndexKey, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
 
@@ -82,7 +82,11 @@ class Comparison:
 
     def weighted(self) -> dict[StorePair, list[Evidence]]:
         """Each pair's evidence weighed by the rule table (learned scorers use those weights as features)."""
-        return {pair: rules.weigh(evidence, self.support, self.sessions) for pair, evidence in self.evidence.items()}
+        return {pair: self.weigh(evidence) for pair, evidence in self.evidence.items()}
+
+    def weigh(self, evidence: list[Evidence]) -> list[Evidence]:
+        """One pair's evidence weighed by the rule table."""
+        return rules.weigh(evidence, self.support, self.sessions)
 
 
 class Scorer(Protocol):
@@ -115,7 +119,7 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
     settings.validate()
     index = build_index(bundle, progress=progress)
     marked = review.shared_keys if review is not None else {}
-    candidates = index.candidate_pairs(settings.hub_cap, exclude=marked)
+    candidates = index.candidate_pairs(settings.hub_cap, exclude=marked, progress=progress)
     catalog = None
     if bundle.products:
         catalog = compare_catalogs_cached(bundle.products, bundle.root, settings, progress=progress)
@@ -123,8 +127,9 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
 
     pairs = sorted(set(candidates) | set(overlaps))
     compared: dict[StorePair, list[Evidence]] = {}
+    progress("compare pairs", 0, len(pairs))
     for done, pair in enumerate(pairs, start=1):
-        if done % 20_000 == 0:
+        if done % PROGRESS_EVERY == 0:
             progress("compare pairs", done, len(pairs))
         evidence = compare_pair(pair, candidates.get(pair, []), index)
         if pair in overlaps:
@@ -132,37 +137,100 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
         compared[pair] = evidence
     progress("compare pairs", len(pairs), len(pairs))
     # How well each shared value is corroborated is known only once every pair sharing it is compared.
-    support = value_support(compared, rules.base_weight)
+    support = value_support(compared, rules.base_weight, progress=progress)
     sessions = session_values(index, rules.SESSION_KINDS)
     stats = {"signals": index.signal_count, "signals_without_information": index.dropped,
              "candidate_pairs": len(candidates), **(catalog.stats if catalog else {})}
+    hubs = index.hubs(settings.hub_cap, marked=marked) + scoring_hubs(compared, support, sessions)
     return Comparison(bundle=bundle, evidence=compared, support=support, sessions=sessions,
-                      hubs=index.hubs(settings.hub_cap, marked=marked), catalog=catalog, stats=stats)
+                      hubs=hubs, catalog=catalog, stats=stats)
+
+
+def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: dict[tuple[str, str], float],
+                 sessions: frozenset[IndexKey] = frozenset()) -> list[Hub]:
+    """The values of some pair's evidence that the rule table (models.rules.weigh) weighs down for being
+    shared by three or more stores, as hubs.csv lists them after the ignored ones (SignalIndex.hubs).
+
+    Shared infrastructure first (held by 3+ stores whose holder pairs are corroborated at most
+    INFRASTRUCTURE_SUPPORT of the time: the value counts INFRASTRUCTURE_WEIGHT bits at most), then
+    the other values held by 3+ stores that some holder pairs share with nothing else, which rarity
+    and lack of corroboration weigh down; each group most widely shared first. A value whose every
+    holder pair is corroborated is one operator's, not a shared one: it loses bits to rarity
+    (models.rules.rarity_adjustment) but is not listed, nor is one login session's value
+    (evidence.session_values), which loses nothing. A learned scorer (scan --model) sees the same
+    rule weights as features."""
+    holder_pairs: dict[tuple[str, str], int] = {}
+    sample: dict[tuple[str, str], Evidence] = {}
+    for pieces in evidence_by_pair.values():
+        for piece in pieces:
+            if piece.kind != "catalog" and piece.stores >= 3:
+                identity = piece.identity
+                holder_pairs[identity] = holder_pairs.get(identity, 0) + 1
+                sample.setdefault(identity, piece)
+    infrastructure, down_weighted = [], []
+    for identity, pairs in holder_pairs.items():
+        piece = sample[identity]
+        share = support.get(identity)
+        corroborated = f"{round((1.0 if share is None else share) * pairs)} of {pairs} holder pairs corroborated"
+        weak = f"; weak value: {piece.note}" if piece.level == "weak" and piece.note else ""
+        if share is not None and share <= rules.INFRASTRUCTURE_SUPPORT:
+            note = (f"shared infrastructure: held by {piece.stores} stores, {corroborated}, "
+                    f"counts at most {rules.INFRASTRUCTURE_WEIGHT:g} bits{weak}")
+            infrastructure.append(Hub(identity[0], identity[1], piece.stores, note))
+        elif identity not in sessions and share is not None and share < 1.0:
+            lost = -rules.rarity_adjustment(piece, share)
+            note = (f"down-weighted: held by {piece.stores} stores, {corroborated}, "
+                    f"loses {lost:.1f} bits to rarity and lack of corroboration{weak}")
+            down_weighted.append(Hub(identity[0], identity[1], piece.stores, note))
+
+    def order(hub: Hub) -> tuple[int, str, str]:
+        return (-hub.stores, hub.kind, hub.value)
+
+    return sorted(infrastructure, key=order) + sorted(down_weighted, key=order)
 
 
 def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None = None,
-           review: ReviewState | None = None) -> ScanResult:
+           review: ReviewState | None = None, progress: Progress = no_progress) -> ScanResult:
     """Score every compared pair, link, cluster, and keep the pairs worth reporting.
 
     Reviewer decisions (`review`, assoc.decisions) confirm or dismiss pairs before clustering."""
     scorer = scorer or RuleScorer()
     overlaps = comparison.catalog.overlaps if comparison.catalog else {}
     scored: dict[StorePair, tuple[float, list[Evidence]]] = {}
-    for pair, weighted in comparison.weighted().items():
+    total = len(comparison.evidence)
+    progress("score pairs", 0, total)
+    for done, (pair, evidence) in enumerate(comparison.evidence.items(), start=1):
+        if done % PROGRESS_EVERY == 0:
+            progress("score pairs", done, total)
+        weighted = comparison.weigh(evidence)
         scored[pair] = (scorer.probability(weighted), weighted)
+    progress("score pairs", total, total)
 
     edges = {pair: score for pair, (score, _) in scored.items() if score >= settings.link_threshold}
     verdicts: dict[StorePair, Verdict] = {}
     if review is not None:
         verdicts = review.verdicts(scored, settings.link_threshold)
         edges = review.edges(edges, verdicts, settings.link_threshold)
-    fragile = frozenset(pair for pair in edges if not (pair in verdicts and verdicts[pair].forced)
-                        and scorer.probability(without_doubtful_values(scored[pair][1])) < settings.link_threshold)
-    clusters, within = cluster_stores(edges, fragile)
+    # Progress of clustering counts linked pairs: each is tested for resting on doubtful values, then all
+    # are clustered at once (the last step).
+    progress("cluster", 0, len(edges))
+    fragile = set()
+    for done, pair in enumerate(edges, start=1):
+        if done % PROGRESS_EVERY == 0:
+            progress("cluster", done, len(edges))
+        if not (pair in verdicts and verdicts[pair].forced) and scorer.probability(
+                without_doubtful_values(scored[pair][1])) < settings.link_threshold:
+            fragile.add(pair)
+    clusters, within = cluster_stores(edges, frozenset(fragile))
+    progress("cluster", len(edges), len(edges))
     cluster_of = {store: c.cluster_id for c in clusters for store in c.members}
 
     results = []
-    for pair in sorted(set(scored) | set(within)):
+    kept = sorted(set(scored) | set(within))
+    progress("pair results", 0, len(kept))
+    for done, pair in enumerate(kept, start=1):
+        if done % PROGRESS_EVERY == 0:
+            progress("pair results", done, len(kept))
         operator_score, evidence = scored.get(pair, (0.0, []))
         overlap = overlaps[pair].overlap if pair in overlaps else None
         result = _pair_result(pair, operator_score, evidence, overlap, within.get(pair), cluster_of, settings,
@@ -170,6 +238,7 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
         if result is not None:
             results.append(replace(result, contributions=tuple(scorer.contributions(evidence))) if evidence
                            else result)
+    progress("pair results", len(kept), len(kept))
     bundle = comparison.bundle
     return ScanResult(
         store_count=len(bundle.stores),
@@ -189,7 +258,8 @@ def scan(bundle: Bundle, settings: Settings, *, progress: Progress = no_progress
     """The whole scan: `compare`, then `decide` with the rule table or `scorer`, applying `review`'s decisions.
 
     Starts worker processes (spawn) for large catalogs: call it under ``if __name__ == "__main__":``."""
-    return decide(compare(bundle, settings, progress=progress, review=review), settings, scorer=scorer, review=review)
+    return decide(compare(bundle, settings, progress=progress, review=review), settings, scorer=scorer, review=review,
+                  progress=progress)
 
 
 def _pair_result(pair: StorePair, operator_score: float, evidence: list[Evidence], overlap: float | None,

@@ -681,7 +681,7 @@ class TextIndex:
         return (self.partition[left] != self.partition[right]) | self.compare(left, right)[1]
 
     def matches(self, *, threshold: float, rare_tokens: int | None = 5, max_df: int = 1000,
-                rare_df: int = 30) -> TextMatches:
+                rare_df: int = 30, progress: Callable[[int], None] | None = None) -> TextMatches:
         """Every pair with similarity >= threshold (left < right).
 
         Candidate search: inside each partition (same title codes and colours), each listing's
@@ -692,6 +692,7 @@ class TextIndex:
         listings that scores 10.9M candidates, a thirtieth of the pairs that share any token,
         and keeps 99.5% of the same-product pairs that reach 0.55 (notes/catalog.md).
         ``rare_tokens=None`` makes every shared token a key: exact, and slow on big inputs.
+        `progress` hears how many listings have been searched, after each slice of them.
         """
         n = self.size
         x = self._vectors
@@ -742,4 +743,6 @@ class TextIndex:
             lefts.append(left[keep])
             rights.append(right[keep])
             scores.append(score[keep])
+            if progress is not None:
+                progress(min(s + step, n))
         return TextMatches(np.concatenate(lefts), np.concatenate(rights), np.concatenate(scores), candidates)

@@ -47,7 +47,7 @@ ROW_CASES = [
      "signals.csv", 4, "malformed row: 4 fields where the header has 3", "S1,email,a@example.com,extra"),
     ("empty value", {"signals.csv": SIGNALS + "S2,phone,\n"},
      "signals.csv", 4, "empty value for kind 'phone'; leave unknown signals out", "S2,phone,"),
-    # JSONL: a store line's content in rejected.csv is not pinned here (see the xfail test below)
+    # JSONL: a store line's content in rejected.csv is the line as written (tested below)
     ("empty store_id in stores.jsonl", {"stores.jsonl": '{"store_id": "S1"}\n{"name": "no id"}\n'},
      "stores.jsonl", 2, "empty store_id; every store needs an id", None),
     ("duplicate store_id in stores.jsonl", {"stores.jsonl": '{"store_id": "S1"}\n{"store_id": "S1", "name": "b"}\n'},
@@ -153,10 +153,6 @@ def test_skip_invalid_writes_one_rejected_row_per_bad_row_with_its_reason(write_
     assert summary["stores"] == 2 and summary["rejected_rows"] == len(rows)
 
 
-@pytest.mark.xfail(strict=True, reason="rejected.csv content of a rejected stores.jsonl store line is its top-level "
-                                       "values comma-joined ('S1,dup'), not the line: keys and the nested signals "
-                                       "and products left out with it are not shown (CSV rows and undecodable or "
-                                       "malformed JSONL lines keep the row as written)")
 def test_a_rejected_jsonl_store_line_is_kept_as_written_in_rejected_csv(write_bundle_files, tmp_path):
     line = '{"store_id": "S1", "name": "dup", "signals": [{"kind": "phone", "value": "+86 138 0013 8000"}]}'
     root = write_bundle_files({"stores.jsonl": '{"store_id": "S1"}\n' + line + "\n"})

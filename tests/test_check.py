@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from assoc import Settings, read_bundle, scan
 from assoc.check import check_store, links, merge, prewarm, prewarmed, put_store, records_of
 from assoc.cli import main
+from assoc.index import build_index
 from assoc.records import Bundle, Product, Signal
 from assoc.store import IndexStore, StoreRecord, UnknownStoreError
 from fixtures.market import generate
@@ -77,6 +78,29 @@ def test_check_equals_a_full_scan_for_new_stores(market, held_out):
             assert got == expected, store_id
             compared += len(expected)
     assert compared >= 10  # the held-out stores do have pairs: the comparison is not vacuous
+
+
+def _hub_row(hub) -> tuple:
+    return hub.kind, hub.value, hub.stores, hub.note.split(":")[0]
+
+
+def test_check_lists_the_hubs_a_full_scan_lists_for_the_store(market, held_out):
+    """The candidate's values that hubs.csv would list (ignored, shared infrastructure, down-weighted), with the
+    same counts, treatment and order. (How many holder pairs are corroborated may differ by one or two: a check
+    judges the values that corroborate them by the holder pairs it sees, assoc/check.py says why.)"""
+    path, held = held_out
+    records = {r.store.store_id: r for r in records_of(market)}
+    listed = 0
+    with IndexStore.open(path) as index:
+        for store_id in held:
+            record = records[store_id]
+            own = build_index(Bundle(root=market.root, stores={store_id: record.store},
+                                     signals=list(record.signals))).postings
+            expected = [_hub_row(h) for h in scan(_without(market, set(held) - {store_id}), SETTINGS).hubs
+                        if (h.kind, h.value) in own]
+            assert [_hub_row(h) for h in check_store(index, record, SETTINGS).hubs] == expected, store_id
+            listed += len(expected)
+    assert listed >= 3  # the held-out stores do hold such values: the comparison is not vacuous
 
 
 def test_check_equals_a_full_scan_without_products(market, tmp_path):

@@ -181,7 +181,7 @@ def test_scan_summary_is_a_plain_text_table_off_a_terminal_and_json_is_unchanged
         f"stores scanned  {summary['stores']}",
         f"pairs linked    {summary['pairs_linked']} (of {summary['pairs_reported']} reported)",
         f"clusters        {summary['clusters']} ({summary['stores_in_clusters']} stores)",
-        f"hubs ignored    {summary['hubs']}",
+        f"hubs            {summary['hubs']} ({summary['hubs_ignored']} ignored, see hubs.csv)",
         f"results in      {out}",
     ]
     header = lines.index("largest clusters  size   risk")
@@ -193,6 +193,7 @@ def test_scan_summary_is_a_plain_text_table_off_a_terminal_and_json_is_unchanged
 
 def test_summary_table_is_styled_by_rich_only_on_a_terminal(monkeypatch):
     summary = {"stores": 3, "pairs_linked": 1, "pairs_reported": 2, "clusters": 1, "stores_in_clusters": 2, "hubs": 0,
+               "hubs_ignored": 0,
                "rejected_rows": 1, "largest_clusters": [{"cluster_id": "C-A", "size": 2, "risk": 0.75}]}
     monkeypatch.setenv("TERM", "xterm-256color")
     for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):

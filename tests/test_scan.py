@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import random
 from itertools import combinations
 from pathlib import Path
@@ -210,3 +211,58 @@ def test_a_value_that_is_itself_doubtful_corroborates_nothing():
     home[("O1", "O2")].append(piece("email", "owner@example.com", 2))
     support = value_support(home, rules.base_weight)
     assert support[("ip", "home")] == support[("phone", "+4930")] == 1.0
+
+
+def _stages(calls: list[tuple[str, int, int | None]]) -> dict[str, list[tuple[int, int | None]]]:
+    """The progress calls by stage, checking that each stage's calls come together (one bar per stage)."""
+    by_stage: dict[str, list[tuple[int, int | None]]] = {}
+    order = [stage for n, (stage, _, _) in enumerate(calls) if n == 0 or calls[n - 1][0] != stage]
+    assert len(order) == len(set(order)), f"a stage came back after another began: {order}"
+    for stage, done, total in calls:
+        by_stage.setdefault(stage, []).append((done, total))
+    return by_stage
+
+
+def test_every_stage_reports_progress_more_than_once_as_it_goes(tmp_path, monkeypatch):
+    """Reading, indexing, the catalog, comparing, scoring and clustering each report from 0 up to their
+    total, in one unit throughout; with small report intervals, also in between."""
+    generate(tmp_path / "bundle", stores=25, seed=5, images=True)
+    calls: list[tuple[str, int, int | None]] = []
+
+    def record(stage: str, done: int, total: int | None) -> None:
+        calls.append((stage, done, total))
+
+    result = scan(read_bundle(tmp_path / "bundle", progress=record), SETTINGS, progress=record)
+    assert result.pairs
+    stages = _stages(calls)
+    assert {"read stores.csv", "read signals.csv", "read products.csv", "normalise signals", "candidate pairs",
+            "catalog: normalise text", "catalog: match text", "catalog: hash images", "catalog: match images",
+            "catalog: group", "catalog: overlap", "catalog: matched listings", "compare pairs", "value support",
+            "score pairs", "cluster", "pair results"} <= set(stages)
+    for stage, seen in stages.items():
+        done = [d for d, _ in seen]
+        totals = {t for _, t in seen}
+        assert len(seen) >= 2, stage
+        assert len(totals) == 1, f"{stage}: one total throughout, not {totals}"
+        assert done == sorted(done) and done[0] == 0 and done[-1] == totals.pop(), (stage, seen)
+        assert stages[stage][-1][0] > 0 or stage == "catalog: match images", stage  # no image pair may be near
+
+    # Report every few items: the long loops report between their first and last call.
+    monkeypatch.setattr(importlib.import_module("assoc.bundle"), "_PROGRESS_ROWS", 7)
+    monkeypatch.setattr(importlib.import_module("assoc.scan"), "PROGRESS_EVERY", 7)  # not assoc.scan: the function
+    calls.clear()
+    scan(read_bundle(tmp_path / "bundle", progress=record), SETTINGS, progress=record)
+    stages = _stages(calls)
+    for stage in ("read signals.csv", "read products.csv", "compare pairs", "score pairs", "pair results"):
+        total = stages[stage][0][1]
+        between = [d for d, _ in stages[stage] if 0 < d < total]
+        assert len(between) >= 2, (stage, stages[stage])
+
+
+def test_reading_a_jsonl_bundle_reports_progress(tmp_path):
+    generate(tmp_path / "bundle", stores=12, seed=2, fmt="jsonl")
+    calls: list[tuple[str, int, int | None]] = []
+    read_bundle(tmp_path / "bundle", progress=lambda stage, done, total: calls.append((stage, done, total)))
+    stages = _stages(calls)
+    assert list(stages) == ["read stores.jsonl", "read stores.jsonl: signals and products"]
+    assert stages["read stores.jsonl: signals and products"] == [(0, 12), (12, 12)]

@@ -99,7 +99,8 @@ def report_data(scan: ScanOutput, *, reveal_pii: bool = False, matches_per_pair:
     return {
         "version": DATA_VERSION,
         "summary": {key: summary.get(key) for key in ("stores", "pairs_reported", "pairs_linked", "clusters",
-                                                       "stores_in_clusters", "hubs", "rejected_rows")},
+                                                       "stores_in_clusters", "hubs", "hubs_ignored",
+                                                       "rejected_rows")},
         "settings": {key: scan.settings.get(key) for key in ("link_threshold", "catalog_threshold", "hub_cap")},
         "prior_bits": PRIOR,
         "pii_revealed": reveal_pii,
@@ -429,7 +430,8 @@ function header() {
   document.getElementById("summary").append(
     h("span", {}, "stores: ", sum.stores), h("span", {}, "linked pairs: ", sum.pairs_linked,
       " of ", sum.pairs_reported, " reported"), h("span", {}, "clusters: ", sum.clusters, " (",
-      sum.stores_in_clusters, " stores)"), h("span", {}, "hubs ignored: ", sum.hubs));
+      sum.stores_in_clusters, " stores)"),
+    h("span", {}, "hubs: ", sum.hubs, " (", sum.hubs_ignored ?? sum.hubs, " ignored)"));
   const notes = [...DATA.notes];
   if (DATA.masked_kinds.length) {
     notes.push("Masked: " + DATA.masked_kinds.join(", ") + ". Run `assoc report OUTDIR --reveal-pii` to show them.");
@@ -581,7 +583,8 @@ function applySearch() {
 
 function hubs() {
   const section = document.getElementById("hubs");
-  section.append(h("h2", {}, "Hubs: values shared by more than ", DATA.settings.hub_cap, " stores (ignored)"));
+  section.append(h("h2", {}, "Hubs: values shared by many stores (over ", DATA.settings.hub_cap,
+    " stores or marked by a reviewer: ignored; the others weighed down, as each note says)"));
   if (!DATA.hubs.length) { section.append(h("p", {class: "muted"}, "none")); return; }
   section.append(h("table", {class: "hubs"}, h("thead", {}, h("tr", {}, ["kind", "value", "stores", "note"].map(
     t => h("th", {}, t)))), h("tbody", {}, DATA.hubs.map(x => h("tr", {class: "hub-row"}, h("td", {}, x.kind),

@@ -142,6 +142,7 @@ def summarise(result: ScanResult, largest: int = 5) -> dict[str, Any]:
         ],
         "scorer": result.scorer,
         "hubs": len(result.hubs),
+        "hubs_ignored": sum(1 for h in result.hubs if h.note.startswith("ignored:")),
         "rejected_rows": len(result.rejected),
         "stats": dict(sorted(result.stats.items())),
     }
