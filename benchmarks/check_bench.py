@@ -15,11 +15,12 @@ is bounded by --duration and --clients.
 Besides wall-clock percentiles, every phase reports the CPU time a check costs (the benchmark's own
 process in-process, the server process's over HTTP, from /proc): on a machine shared with other
 jobs, wall time is CPU time plus waiting for a core. The in-process phase runs as a long-lived
-process that embeds assoc should: warmed up (--warmup checks), then gc.freeze() as `assoc serve`
-does at start (--no-gc-freeze to measure without), with the index's listing tables read into memory
-first (assoc.check.prewarm, as `assoc serve` does before it listens; --no-prewarm to measure checks
-that read them from the file). --servers N starts N server processes and spreads the load phase's
-clients over them (the GIL bounds one process to one core).
+process that embeds assoc should: warmed up (--warmup checks), then gc.freeze() and the collector's
+young-generation threshold raised, as `assoc serve` does at start (--no-gc-freeze to measure
+without), with the index's listing tables read into memory first (assoc.check.prewarm, as `assoc
+serve` does before it listens; --no-prewarm to measure checks that read them from the file).
+--servers N starts N server processes and spreads the load phase's clients over them (the GIL bounds
+one process to one core).
 
 --accuracy N measures what is approximate: N stores are held out of the index, and for each one
 the check is compared with a full scan of the index plus that store (pairs, operator scores,
@@ -49,6 +50,7 @@ from typing import Any
 from assoc import Settings
 from assoc.check import check_store
 from assoc.records import Product, Store
+from assoc.server import YOUNG_GC_THRESHOLD
 from assoc.store import IndexStore, StoreRecord
 
 _LAUNCH = "from assoc.cli import main; main()"
@@ -115,6 +117,7 @@ def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, free
     samples = []
     linked = 0
     full_collections = [0]
+    threshold = gc.get_threshold()
 
     def count(phase: str, info: dict[str, int]) -> None:
         if phase == "start" and info["generation"] == 2:
@@ -131,6 +134,7 @@ def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, free
         if freeze:
             gc.collect()
             gc.freeze()
+            gc.set_threshold(YOUNG_GC_THRESHOLD, *threshold[1:])
         gc.callbacks.append(count)
         measured = records[warmup:]
         cpu = time.process_time()
@@ -145,6 +149,7 @@ def in_process(db: Path, records: list[dict[str, Any]], *, warmup: int = 5, free
         gc.callbacks.remove(count)
         if freeze:
             gc.unfreeze()
+            gc.set_threshold(*threshold)
     return {**_percentiles(samples), "cpu_ms_per_check": round(1000 * cpu / len(measured), 2),
             "associated": linked, "warmup": warmup, "gc_freeze": freeze, "full_gc_runs": full_collections[0],
             "prewarm_seconds": prewarm_seconds}
