@@ -149,7 +149,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
                 data = index.load_bundle()
                 review = load_review(index)
         else:
-            data = read_bundle(bundle, skip_invalid=settings.skip_invalid)
+            data = read_bundle(bundle, skip_invalid=settings.skip_invalid, progress=progress)
             review = None
             if decisions is not None:
                 with IndexStore.open(decisions) as index:

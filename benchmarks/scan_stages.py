@@ -43,11 +43,11 @@ def main() -> None:
             mark(f"start {stage}")
         spans[stage][1] = now
 
-    bundle = read_bundle(args.bundle)
+    bundle = read_bundle(args.bundle, progress=progress)
     mark("read done")
     comparison = compare(bundle, settings, progress=progress)
     mark("compare done")
-    result = decide(comparison, settings)
+    result = decide(comparison, settings, progress=progress)
     mark("decide done")
     write_scan_outputs(result, args.out, settings)
     mark("write done")
