@@ -41,7 +41,7 @@ class Hub:
 
     `note` starts with the treatment: "ignored: ..." (over the hub cap, or marked shared
     infrastructure by a reviewer: no evidence at all), "shared infrastructure: ..." (counts a
-    couple of bits at most) or "down-weighted: ..." (loses bits to rarity)."""
+    couple of bits at most) or "down-weighted: ..." (loses bits to rarity and lack of corroboration)."""
 
     kind: str  # the index key kind: 'ip', 'ip/24', 'address/unit', ...
     value: str
