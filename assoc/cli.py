@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
 from .bundle import read_bundle
 from .cli_model import MODEL_OPTION, load_scorer
-from .cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure
+from .cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure, ProgressDisplay
 from .decisions import ReviewError, load_review, record_clusters
 from .errors import AssocError, BundleError, OutputError, SettingsError
 from .explain import Explanation, explain_pair
@@ -36,43 +36,6 @@ from .store import IndexStore
 def _fail(exc: AssocError) -> Failure:
     code = EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_INVALID
     return Failure(str(exc), code)
-
-
-PROGRESS_DELAY = 1.0  # seconds a stage runs before its bar appears: short stages leave nothing behind
-
-
-class _ProgressDisplay:
-    """tqdm bars, one per stage, shown only for stages that last over PROGRESS_DELAY; silent when disabled."""
-
-    def __init__(self, stream: TextIO | None, *, delay: float = PROGRESS_DELAY):
-        self.stream = stream  # None: show nothing
-        self.delay = delay
-        self.bars: dict[str, Any] = {}
-
-    @classmethod
-    def for_command(cls, quiet: bool) -> _ProgressDisplay:
-        """Bars on stderr only when it is a terminal and --quiet was not given.
-
-        Off a terminal (a pipe, a log file, CI) bars would be carriage-return noise in the output.
-        """
-        return cls(None if quiet or not sys.stderr.isatty() else sys.stderr, delay=PROGRESS_DELAY)
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if self.stream is None:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, delay=self.delay, file=self.stream, leave=False,
-                                          dynamic_ncols=True)
-        bar.update(done - bar.n)
-        if total is not None and done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,7 +104,7 @@ def scan_command(bundle: Path | None, outdir: Path, db: Path | None, decisions: 
     except (SettingsError, TypeError) as exc:
         raise Failure(str(exc), EXIT_INVALID) from exc
     scorer = load_scorer(model_path)
-    display = _ProgressDisplay.for_command(quiet)
+    display = ProgressDisplay.for_command(quiet)
     progress: Progress = display
     try:
         if db is not None:
@@ -226,7 +189,7 @@ def report_command(outdir: Path, formats: tuple[str, ...], matches_per_pair: int
 
     A reviewer's decisions and notes in an existing review_queue.csv are kept.
     """
-    display = _ProgressDisplay.for_command(quiet)
+    display = ProgressDisplay.for_command(quiet)
     try:
         written = _write_reviews(outdir, html="html" in formats, sarif="sarif" in formats, export=False,
                                  reveal_pii=reveal_pii, matches_per_pair=matches_per_pair, progress=display)
@@ -244,7 +207,7 @@ def report_command(outdir: Path, formats: tuple[str, ...], matches_per_pair: int
 @_QUIET
 def export_command(outdir: Path, reveal_pii: bool, quiet: bool) -> None:
     """Write the scan in OUTDIR as graphs to OUTDIR/graph: GraphML, GEXF, Cytoscape.js JSON, Neo4j CSV + Cypher."""
-    display = _ProgressDisplay.for_command(quiet)
+    display = ProgressDisplay.for_command(quiet)
     try:
         written = _write_reviews(outdir, html=False, sarif=False, export=True, reveal_pii=reveal_pii,
                                  progress=display)

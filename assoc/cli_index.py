@@ -20,9 +20,8 @@ import click
 from .bundle import read_bundle
 from .check import check_bundle, read_candidate
 from .cli_model import MODEL_OPTION, load_scorer
-from .cli_support import CONFIG_OPTION, Failure
+from .cli_support import CONFIG_OPTION, Failure, ProgressDisplay
 from .errors import AssocError, BundleError, SettingsError
-from .records import Progress, no_progress
 from .settings import Settings
 from .store import BATCH_STORES, IndexStore
 
@@ -37,16 +36,6 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
         return settings.replace(**{name: value for name, value in flags.items() if value is not None})
     except (SettingsError, TypeError) as exc:
         raise Failure(str(exc)) from exc
-
-
-def _progress(quiet: bool) -> Progress:
-    if quiet or not sys.stderr.isatty():
-        return no_progress
-
-    def show(stage: str, done: int, total: int | None) -> None:
-        click.echo(f"\r{stage}: {done}/{total if total is not None else '?'}", err=True, nl=done == total)
-
-    return show
 
 
 _DB = click.option("--db", "db", required=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -77,17 +66,20 @@ def index_add(bundle: Path, db: Path, config: Path | None, skip_invalid: bool, n
     settings = _settings(config, skip_invalid=skip_invalid or None, cache_dir=cache_dir)
     if no_cache:
         settings = settings.replace(cache_dir=None)
+    display = ProgressDisplay.for_command(quiet)
     try:
-        data = read_bundle(bundle, skip_invalid=settings.skip_invalid)
+        data = read_bundle(bundle, skip_invalid=settings.skip_invalid, progress=display)
         with IndexStore.open(db, create=True) as index:
             report = index.add_bundle(data, settings, hash_images=not no_image_hashes, batch_stores=batch_size,
-                                      progress=_progress(quiet))
+                                      progress=display)
     except BundleError as exc:
         raise Failure(f"{bundle}: {exc}") from exc
     except AssocError as exc:
         raise Failure(str(exc)) from exc
     except sqlite3.Error as exc:  # e.g. the disk is full, or another process holds a lock too long
         raise Failure(f"{db}: the index could not be written: {exc}; run the same command again") from exc
+    finally:
+        display.close()
     if not quiet:
         click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged} stores"
                    + ("; catalog refreshed" if report.catalog_refreshed else ""))

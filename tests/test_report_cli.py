@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from assoc import cli
+from assoc import cli, cli_support
 from assoc.cli import main
 from assoc.report.outdir import read_scan_output
 from fixtures.market import generate
@@ -146,16 +146,18 @@ def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _command_args(command: str, outdir: Path, small_bundle: Path, tmp_path: Path) -> list[str]:
     if command == "scan":
         return ["scan", str(small_bundle), "--out", str(tmp_path / "out"), "--no-cache", "--export"]
+    if command == "index":
+        return ["index", "add", str(small_bundle), "--db", str(tmp_path / "index.db"), "--no-cache"]
     return [command, str(outdir)]
 
 
-@pytest.mark.parametrize("command", ["scan", "report", "export"])
+@pytest.mark.parametrize("command", ["scan", "report", "export", "index"])
 @pytest.mark.parametrize(("terminal", "quiet", "bars"), [(True, False, True), (False, False, False),
                                                           (True, True, False)])
 def test_progress_bars_only_on_a_terminal_and_never_with_quiet(command, terminal, quiet, bars, outdir, small_bundle,
                                                               tmp_path, monkeypatch):
     # No delay, so every stage of even a tiny scan would draw its bar: only the gate keeps stderr clean.
-    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(cli_support, "PROGRESS_DELAY", 0.0)
     stderr = _Terminal() if terminal else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     args = _command_args(command, outdir, small_bundle, tmp_path) + (["--quiet"] if quiet else [])
@@ -164,8 +166,9 @@ def test_progress_bars_only_on_a_terminal_and_never_with_quiet(command, terminal
         assert stderr.getvalue() == ""
         return
     # export (alone or after a scan) reports each file written; report its pictures; scan every stage.
-    stages = {"scan": ["normalise signals", "compare pairs", "graph export"], "report": ["report pictures"],
-              "export": ["graph export"]}[command]
+    stages = {"scan": ["read signals.csv", "normalise signals", "compare pairs", "graph export"],
+              "report": ["report pictures"], "export": ["graph export"],
+              "index": ["read signals.csv", "index: write stores"]}[command]
     for stage in stages:
         assert f"{stage}:" in stderr.getvalue(), stage
 
