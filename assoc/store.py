@@ -59,7 +59,8 @@ from .records import Bundle, Product, Progress, Signal, Store, no_progress
 from .settings import Settings
 from .text import Normaliser, ProductText
 
-SCHEMA_VERSION = 1
+# 2: materials are facts of listing text (assoc.text), so version 1's stored tokens differ.
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x6173736F  # "asso": tells an assoc index from any other SQLite file
 _GENERATION_SHIFT = 32
 # How much of the index file a connection reads through a memory map (PRAGMA mmap_size).

@@ -84,6 +84,20 @@ _COLOUR_MODIFIERS = frozenset(
 _COLOUR_ALIASES = {"gray": "grey", "golden": "gold", "navyblue": "navy", "multicolour": "multicolor",
                    "colorful": "multicolor", "colourful": "multicolor", "camouflage": "camo"}
 
+# Materials: a linen scarf and a cotton one are different products, as a red and a blue one are.
+# Words that are as often a style or something else in titles ("oxford" shoes, "felt", "metal",
+# "glass" for glasses) are left out; "copper" is a colour.
+_MATERIALS = {
+    "cotton": "cotton", "linen": "linen", "canvas": "canvas", "rubber": "rubber", "cardboard": "cardboard",
+    "polyester": "polyester", "leather": "leather", "silicone": "silicone", "steel": "steel",
+    "aluminium": "aluminium", "aluminum": "aluminium", "wood": "wood", "wooden": "wood", "bamboo": "bamboo",
+    "ceramic": "ceramic", "plastic": "plastic", "nylon": "nylon", "wool": "wool", "woolen": "wool",
+    "woollen": "wool", "fleece": "fleece", "silk": "silk", "denim": "denim", "velvet": "velvet", "suede": "suede",
+    "tpu": "tpu", "acrylic": "acrylic", "resin": "resin", "foam": "foam", "mesh": "mesh", "microfiber": "microfiber",
+    "microfibre": "microfiber", "spandex": "spandex", "cashmere": "cashmere", "porcelain": "porcelain",
+    "brass": "brass", "titanium": "titanium",
+}
+
 # Size words on one ladder, so that "S" and "Small", "L" and "Large" agree.
 _SIZE_WORDS = {
     "xxs": "xxs", "xs": "xs", "s": "s", "small": "s", "little": "s", "m": "m", "medium": "m",
@@ -113,7 +127,8 @@ _UNITS: dict[str, tuple[str, float]] = {
 _PACK_WORDS = frozenset("pcs pc pieces piece pack packs pk sets set pairs pair count ct kit box lot bundle x".split())
 
 # Labelled facts in descriptions ("Model: K20 Pro.", "Colour: Red.") that can reveal a conflict.
-_FACT_LABELS = ("model", "model number", "model no", "colour", "color", "size", "capacity", "quantity")
+_FACT_LABELS = ("model", "model number", "model no", "colour", "color", "size", "capacity", "quantity",
+                "material")
 # A value runs to the end of its sentence; "6.1 inch" has a full stop inside.
 _FACT_VALUE_RE = re.compile(r"[^.;\n]*(?:\.\d[^.;\n]*)*")
 
@@ -149,8 +164,8 @@ _YEAR_RE = re.compile(r"(?:19[89]\d|20[0-4]\d)")  # "2024 New": a year in a titl
 _COMPOUND_COLOURS = {f"{m}{c}": _COLOUR_ALIASES.get(f"{m}{c}", f"{m}{c}") for m in _COLOUR_MODIFIERS for c in _COLOURS}
 
 # Prefixes of the kinds of token: content word (w), model code (c), colour (o), size word (z),
-# measure (u), quantity (q), bare number (n). All but words are discriminating facts.
-FACT_KINDS = "cozuqn"
+# measure (u), quantity (q), bare number (n), material (m). All but words are discriminating facts.
+FACT_KINDS = "cozuqnm"
 # Weights of text_similarity without corpus weights: a shared model code says more than a word.
 _DEFAULT_WEIGHT = {"c": 3.0}
 
@@ -161,9 +176,9 @@ class ProductText:
 
     `tokens` are the title's tokens as ``kind:value``: ``w:charger`` (content word), ``c:k20pro``
     (model code), ``o:rosegold`` (colour), ``z:m`` (size word), ``u:500ml`` (measure), ``q:2``
-    (quantity). `facts` are the discriminating tokens of title and description together; the
-    conflict rules read them. `key` is the title's codes and colours: only listings with the same
-    key can match.
+    (quantity), ``m:linen`` (material). `facts` are the discriminating tokens of title and
+    description together; the conflict rules read them. `key` is the title's codes and colours:
+    only listings with the same key can match.
     """
 
     tokens: frozenset[str]
@@ -203,6 +218,8 @@ def classify(token: str) -> str | None:
             return f"o:{_COMPOUND_COLOURS[token]}"
         if token in _SIZE_WORDS:
             return f"z:{_SIZE_WORDS[token]}"
+        if token in _MATERIALS:
+            return f"m:{_MATERIALS[token]}"
         return f"w:{_stem(token)}"
     if not _WORD_RE.fullmatch(token):  # a separator, or odd characters in a word
         cleaned = "".join(ch for ch in token if ch.isalnum() or ch in "-.").strip("-.")
@@ -412,7 +429,7 @@ def conflicts(a: ProductText, b: ProductText) -> bool:
     """True when the discriminating tokens say that `a` and `b` are different products.
 
     Title codes or title colours that differ; or, title and description together, a code,
-    colour, size, measure or quantity on each side that the other side lacks.
+    colour, size, measure, quantity or material on each side that the other side lacks.
     """
     if a.key != b.key:
         return True

@@ -54,6 +54,7 @@ def test_marketing_filler_is_dropped(title):
 def test_discriminating_tokens_are_kept_by_kind():
     got = tokens("XR-200 Pro Dash Cam Rose Gold 64GB XL 3PCS 4K for Truck")
     assert {"c:xr200pro", "o:rosegold", "u:64gb", "z:xl", "q:3", "u:4k", "w:dash", "w:cam", "w:truck"} == got
+    assert {"m:leather", "m:wood", "w:case"} == tokens("Leather Wooden Case")
 
 
 @pytest.mark.parametrize("title, expected", [
@@ -95,7 +96,7 @@ def test_normalising_is_stable_and_total(title, other):
     SHARED.normalise(other)
     a = SHARED.normalise(title)
     assert a == normalise(title)
-    assert all(t[:2] in {"w:", "c:", "o:", "z:", "u:", "q:", "n:"} and len(t) > 2 for t in a.tokens)
+    assert all(t[:2] in {"w:", "c:", "o:", "z:", "u:", "q:", "n:", "m:"} and len(t) > 2 for t in a.tokens)
     assert a.key == {t for t in a.tokens if t[:2] in ("c:", "o:")}
     assert {t for t in a.tokens if t[0] != "w"} <= a.facts
 
@@ -136,6 +137,23 @@ def test_family_variants_do_not_match(variant):
 ])
 def test_sizes_and_capacities_conflict(a, b):
     assert text_similarity(a, b) == 0.0
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Stretchy Quick Dry Linen Scarf Pink", "Stretchy Quick Dry Cotton Scarf Pink"),
+    ("Reflective Rubber Pet Bed Blue L", "Reflective Cardboard Pet Bed Blue L"),
+    ("Wooden Cutting Board Large", "Bamboo Cutting Board Large"),
+    ("Kitchen Spatula Black", "Kitchen Spatula Black"),  # the same title; the description names the material
+])
+def test_materials_conflict(a, b):
+    da, db = ("Material: Silicone.", "Material: Stainless Steel.") if a == b else ("", "")
+    assert conflicts(normalise(a, da), normalise(b, db))
+    assert text_similarity(normalise(a, da), normalise(b, db)) == 0.0
+
+
+def test_a_material_on_one_side_only_is_unknown_not_different():
+    assert text_similarity("Stretchy Quick Dry Linen Scarf Pink", "Stretchy Quick Dry Scarf Pink") >= THRESHOLD
+    assert text_similarity("Aluminum Water Bottle 500ml", "Aluminium Water Bottle 500ml") == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("variant", [
