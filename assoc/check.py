@@ -20,7 +20,7 @@ in the first pass, judged over all of its holder pairs. A check judges such a va
 pairs it compares (those sharing a key with the candidate), so when a value the candidate does
 not hold corroborates some holder pairs, it may be judged on fewer pairs than a scan judges it:
 a hub note may count a corroborated holder pair more or less, and a score can move slightly
-(measured: notes/check.md, 45 of 45 link decisions equal, scores within 2e-6). Judging those
+(measured: BENCHMARKS.md, 44 of 44 link decisions equal, scores within 2e-6). Judging those
 values on all their holder pairs would mean comparing every holder pair of every value that
 those stores share, per check.
 

@@ -55,7 +55,7 @@ from .store import IndexStore, UnknownStoreError
 
 # Young-generation threshold of the garbage collector while serving (Python's default: 700). A check makes
 # thousands of short-lived containers: at 700 the collector ran about four times per check, 1.1-1.6 ms of a
-# 20-30 ms check; at 10,000 it runs once per 25 checks, 0.15 ms a check, with the same peak memory (notes/check.md).
+# 20-30 ms check; at 10,000 it runs once per 25 checks, 0.15 ms a check, with the same peak memory (BENCHMARKS.md).
 YOUNG_GC_THRESHOLD = 10_000
 # A connection idle this long is closed, so a shutdown never waits on a keep-alive client.
 IDLE_SECONDS = 5.0
