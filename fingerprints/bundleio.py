@@ -20,12 +20,10 @@ writing into one bundle at once cannot lose each other's rows.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from assoc.errors import OutputError
+from assoc.files import create_beside
 
 from .errors import CollectError, ConflictError
 
@@ -464,10 +463,10 @@ def _csv_to(handle: Any, columns: list[str], rows: Iterable[Mapping[str, str]]) 
 def atomic_write(path: Path, fill: Callable[[Any], None], *, text: bool) -> None:
     """Write `path` by calling `fill(handle)` on a temporary file in its directory, then renaming it over.
 
-    The file gets the mode open() would give a new file (0666 less the umask), not tempfile.mkstemp's 0600.
+    The file gets the mode open() would give a new file (0666 less the umask; assoc.files.create_beside).
     """
     try:
-        fd, temp = _new_temp(path)
+        fd, temp = create_beside(path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {exc.strerror or exc}; check the space and permissions") from exc
     try:
@@ -485,23 +484,7 @@ def atomic_write(path: Path, fill: Callable[[Any], None], *, text: bool) -> None
         raise
 
 
-def _new_temp(path: Path) -> tuple[int, str]:
-    """A new, unique file beside `path` opened for writing: (descriptor, name).
-
-    Created with mode 0666 so the kernel applies the umask (and any default ACL) as it does for
-    open(); reading the umask instead would mean setting it, which races with other threads.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-    for _ in range(100):
-        temp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
-
-
-def _remove(path: str) -> None:
+def _remove(path: Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

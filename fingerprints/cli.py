@@ -8,13 +8,12 @@ not be written. The README's "Collectors" section documents them for users.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from assoc.cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure
+from assoc.cli_support import EXIT_INVALID, EXIT_OUTPUT, Failure, ProgressDisplay
 from assoc.errors import AssocError, OutputError
 
 from .base import CollectReport
@@ -30,30 +29,8 @@ _existing_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _bundle_dir = click.Path(path_type=Path, file_okay=False)
 
 
-class _Progress:
-    """tqdm bars on stderr for stages that last over a second; only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bars: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, delay=1.0, file=sys.stderr, leave=False)
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 def _run(name: str, out: Path, quiet: bool, as_json: bool, **options: Any) -> None:
-    progress = _Progress(enabled=not quiet and sys.stderr.isatty())
+    progress = ProgressDisplay.for_command(quiet)
     try:
         report = make_collector(name, **options).collect(out, progress=progress)
     except OutputError as exc:

@@ -7,11 +7,8 @@ leaves a half-written pairs.csv that a downstream system could mistake for a res
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import os
-import secrets
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any, TextIO
 
 from ..errors import OutputError
 from ..evidence import Evidence, iso_time
+from ..files import create_beside
 from ..scan import ScanResult
 from ..settings import Settings
 
@@ -32,13 +30,9 @@ MATCH_COLUMNS = ["store_a", "product_a", "store_b", "product_b", "text_similarit
 
 @contextmanager
 def _atomic(path: Path) -> Iterator[TextIO]:
-    """A text handle on a temporary file beside `path`, renamed over `path` once written in full.
-
-    The temporary file is created with mode 0666 less the umask, as open() creates a file:
-    tempfile's 0600 would hide the results from a group or a service user (Neo4j reading the
-    import CSVs) that a plain write would let read them.
-    """
-    fd, temp = _create_beside(path)
+    """A text handle on a temporary file beside `path` (assoc.files: the mode open() would give it), renamed
+    over `path` once written in full."""
+    fd, temp = create_beside(path)
     try:
         with open(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle
@@ -46,22 +40,6 @@ def _atomic(path: Path) -> Iterator[TextIO]:
     except BaseException:
         os.unlink(temp)
         raise
-
-
-# O_BINARY (Windows only): the handle's newline="" must reach the file untranslated, CRLF of the CSVs included.
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-
-
-def _create_beside(path: Path) -> tuple[int, Path]:
-    # O_EXCL with a random name is what tempfile does, but with open()'s mode: the kernel applies
-    # the umask (and a directory's default ACL) itself, with no process-wide os.umask() round trip.
-    for _ in range(tempfile.TMP_MAX):
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temp, _CREATE_FLAGS, 0o666), temp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
 def _write_csv(path: Path, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
