@@ -381,3 +381,20 @@ def test_checks_from_listing_tables_in_memory_are_the_checks_from_the_file(marke
         in_memory = [check_store(index, records[s], SETTINGS) for s in held[1:]]
         _HOT.clear()
         assert in_memory == [check_store(index, records[s], SETTINGS) for s in held[1:]]
+
+
+def test_after_prewarm_a_check_reads_no_store_group_or_token_map_from_the_file(market, held_out, tmp_path,
+                                                                               monkeypatch):
+    from assoc.check import _HOT
+
+    path, held = held_out
+    records = {r.store.store_id: r for r in records_of(market)}
+    with IndexStore.open(_indexed_copy(path, tmp_path)) as index:
+        _HOT.clear()
+        from_file = [check_store(index, records[s], SETTINGS) for s in held]
+        _HOT.clear()
+        assert prewarm(index)
+        for read in ("token_counts", "group_counts", "store_groups", "store_keys", "group_sizes", "group_holders"):
+            monkeypatch.setattr(index, read, lambda *args, read=read, **kwargs: pytest.fail(f"{read} read the file"))
+        # the held-out stores' own title tokens include some the index has never seen: known absent, not read
+        assert [check_store(index, records[s], SETTINGS) for s in held] == from_file
