@@ -470,7 +470,7 @@ def prewarm(index: IndexStore) -> bool:
     their catalog part looks listings up in memory rather than in the file, and every indexed store's keys
     and groups, every group's stores and every title token's frequency (_Hot.load_all), so that a check
     meeting stores for the first time reads none of them from the file (for 20,000 stores: about 10 s of
-    CPU, and the server holds 530 MB after it, 270 MB of them the maps; notes/check.md). It serves the index
+    CPU, and the server holds 510 MB after it, 250 MB of them the maps; notes/check.md). It serves the index
     as it is now: after the next write, checks read the file again until prewarm is called again. A
     process that serves checks calls it at start (assoc serve does, and again
     whenever the index has been written and then left alone for a while). Returns whether it loaded

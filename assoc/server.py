@@ -20,7 +20,7 @@ connections, lets requests in flight finish, then returns.
 
 Speed (notes/check.md): before listening, the server reads into memory the index's listing tables and
 the store, group and token maps that checks look up (assoc.check.prewarm: for 20,000 stores about 10 s,
-and the process holds about 530 MB; again in a background thread once the index has been written and
+and the process holds about 510 MB; again in a background thread once the index has been written and
 left alone PREWARM_QUIET seconds), freezes what it has loaded out of the garbage collector's way, and
 lets the collector run less often (YOUNG_GC_THRESHOLD). Responses leave in one segment with Nagle
 off. Checks are Python: the GIL runs one at a time per process, so one process serves about one

@@ -14,7 +14,8 @@ is bounded by --duration and --clients.
 
 Besides wall-clock percentiles, every phase reports the CPU time a check costs (the benchmark's own
 process in-process, the server process's over HTTP, from /proc): on a machine shared with other
-jobs, wall time is CPU time plus waiting for a core. The in-process phase runs as a long-lived
+jobs, wall time is CPU time plus waiting for a core. The first server's resident memory is read
+once it listens (after its prewarm). The in-process phase runs as a long-lived
 process that embeds assoc should: warmed up (--warmup checks), then gc.freeze() and the collector's
 young-generation threshold raised, as `assoc serve` does at start (--no-gc-freeze to measure
 without), with the index's listing tables read into memory first (assoc.check.prewarm, as `assoc
@@ -200,6 +201,15 @@ class _Server:
         self.process.terminate()
         return self.process.wait(timeout=60)
 
+    def memory_mb(self) -> dict[str, int] | None:
+        """The server process's resident memory now and at its peak (VmRSS, VmHWM), in MB; None without /proc."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return {name: int(fields[field].split()[0]) // 1024 for name, field in (("rss", "VmRSS"), ("peak", "VmHWM"))}
+
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system) the server process has used so far; None where /proc is missing."""
         try:
@@ -362,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     print("in-process", json.dumps(figures["in_process"]), flush=True)
     servers = [_Server(args.db)]
     servers += [_Server(args.db, servers[0].token) for _ in range(args.servers - 1)]
+    figures["server_memory_mb_after_start"] = servers[0].memory_mb()  # listening: prewarmed
+    print("server memory after start (MB)", json.dumps(figures["server_memory_mb_after_start"]), flush=True)
     try:
         for server in servers:
             connection = server.connection()
