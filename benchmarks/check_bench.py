@@ -4,13 +4,16 @@
     python benchmarks/check_bench.py --db /tmp/bench/m20k.db --checks 300 --clients 8 --duration 30
     python benchmarks/check_bench.py --db /tmp/bench/m20k.db --profile 50     # where a check's time goes
     python benchmarks/check_bench.py --accuracy 5 --bundle /tmp/bench/m2k/bundle --db /tmp/bench/m2k-held.db
+    python benchmarks/check_bench.py --hold-out 300 --bundle /tmp/bench/m20k/bundle --db /tmp/bench/m20k-held.db
 
 The index is built with `assoc index add` (a subprocess: its wall time and peak RSS are its own)
 when --db does not exist yet. Candidates are new stores of --listings text-only listings: each
 carries the signals of a random indexed store (so it shares that store's keys, hubs and near-hub
 values included: the expensive case, with value support to compute) and listings taken from that
-store and from random others, under new ids. Everything talks to 127.0.0.1 only; the load phase
-is bounded by --duration and --clients.
+store and from random others, under new ids. With --hold-out N they are instead stores as they
+arrive: --db is built from --bundle without N of its stores that have --listings listings or more,
+and the candidates are those stores, each with its own signals and first --listings listings.
+Everything talks to 127.0.0.1 only; the load phase is bounded by --duration and --clients.
 
 Besides wall-clock percentiles, every phase reports the CPU time a check costs (the benchmark's own
 process in-process, the server process's over HTTP, from /proc): on a machine shared with other
@@ -45,16 +48,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from assoc import Settings
-from assoc.check import check_store
-from assoc.records import Product, Store
+from assoc.bundle import read_bundle
+from assoc.check import check_store, records_of
+from assoc.records import Bundle, Product, Store
 from assoc.server import YOUNG_GC_THRESHOLD
 from assoc.store import IndexStore, StoreRecord
 
 _LAUNCH = "from assoc.cli import main; main()"
+HOLD_OUT_SEED = 1  # which stores --hold-out leaves out of the index: fixed, as the index outlives a run
 
 
 def build(bundle: Path, db: Path) -> dict[str, Any]:
@@ -85,6 +92,35 @@ def candidates(db: Path, count: int, listings: int, seed: int) -> list[dict[str,
             record = StoreRecord(store, model.root, model.signals, products)
             out.append(_as_json(record))
     return out
+
+
+def held_out(bundle: Bundle, listings: int, count: int, seed: int) -> set[str]:
+    """`count` stores of the bundle with `listings` listings or more, drawn at random."""
+    sizes = Counter(p.store_id for p in bundle.products)
+    return set(random.Random(seed).sample(sorted(s for s in bundle.stores if sizes[s] >= listings), count))
+
+
+def build_without(bundle: Bundle, db: Path, drop: set[str]) -> None:
+    kept = Bundle(root=bundle.root, stores={k: v for k, v in bundle.stores.items() if k not in drop},
+                  signals=[s for s in bundle.signals if s.store_id not in drop],
+                  products=[p for p in bundle.products if p.store_id not in drop])
+    with IndexStore.open(db, create=True) as index:
+        index.add_bundle(kept, Settings())
+
+
+def new_stores(bundle: Bundle, db: Path, count: int, listings: int, seed: int) -> list[dict[str, Any]]:
+    """Stores of the bundle that the index does not hold (those held out when it was built), as they would
+    arrive: each with its own signals and its first `listings` listings, text only; `count` of those with
+    `listings` listings or more, drawn at random."""
+    with IndexStore.open(db) as index:
+        indexed = {s for (s,) in index.connection.execute("SELECT store_id FROM stores")}
+    fit = [r for r in records_of(bundle) if r.store.store_id not in indexed and len(r.products) >= listings]
+    if len(fit) < count:
+        raise SystemExit(f"the index lacks {len(fit)} of the bundle's stores with {listings} listings or more; "
+                         f"{count} are needed (raise --hold-out, or lower --checks or --warmup)")
+    return [_as_json(StoreRecord(r.store, r.root, r.signals,
+                                 tuple(replace(p, images=()) for p in r.products[:listings])))
+            for r in random.Random(seed).sample(fit, count)]
 
 
 def _as_json(record: StoreRecord) -> dict[str, Any]:
@@ -283,9 +319,7 @@ def load(servers: list[_Server], records: list[dict[str, Any]], clients: int, du
 
 
 def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]:
-    from assoc import read_bundle, scan
-    from assoc.check import records_of
-    from assoc.records import Bundle
+    from assoc import scan
 
     settings = Settings(cache_dir=None)
     bundle = read_bundle(bundle_dir)
@@ -327,6 +361,12 @@ def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]
     return tally
 
 
+def chosen(args: argparse.Namespace, count: int, bundle: Bundle | None) -> list[dict[str, Any]]:
+    if bundle is not None:
+        return new_stores(bundle, args.db, count, args.listings, args.seed)
+    return candidates(args.db, count, args.listings, args.seed)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
@@ -345,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-prewarm", action="store_true",
                         help="In-process: read listing tables from the file (the server prewarms regardless).")
     parser.add_argument("--profile", type=int, metavar="N", help="Profile N in-process checks (cProfile) and stop.")
+    parser.add_argument("--hold-out", type=int, metavar="N",
+                        help="Build --db from --bundle without N stores of --listings listings or more, and check "
+                             "those stores as they are (new arrivals) rather than copies of indexed stores.")
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()}}
     if args.accuracy:
@@ -353,6 +396,13 @@ def main(argv: list[str] | None = None) -> None:
         figures["accuracy"] = accuracy(args.bundle, args.db, args.accuracy, args.seed)
         print("accuracy", json.dumps(figures["accuracy"]), flush=True)
         return
+    arrivals = None
+    if args.hold_out:
+        if args.bundle is None:
+            raise SystemExit("--hold-out needs --bundle")
+        arrivals = read_bundle(args.bundle)
+        if not args.db.exists():
+            build_without(arrivals, args.db, held_out(arrivals, args.listings, args.hold_out, HOLD_OUT_SEED))
     if not args.db.exists():
         if args.bundle is None:
             raise SystemExit(f"{args.db} does not exist: give --bundle to build it")
@@ -360,12 +410,12 @@ def main(argv: list[str] | None = None) -> None:
         print("build", json.dumps(figures["build"]), flush=True)
     if args.profile:
         # Warm-up candidates other than the profiled ones (the seed gives the same candidates every time).
-        profile(args.db, candidates(args.db, args.warmup + args.profile, args.listings, args.seed),
+        profile(args.db, chosen(args, args.warmup + args.profile, arrivals),
                 warmup=args.warmup, memory=not args.no_prewarm)
         return
     # The warm-up checks are other candidates than the measured ones (a check of the same store twice would
     # find everything it reads kept in memory).
-    records = candidates(args.db, args.checks + args.warmup, args.listings, args.seed)
+    records = chosen(args, args.checks + args.warmup, arrivals)
     warm, records = records[args.checks:], records[:args.checks]
     figures["in_process"] = in_process(args.db, warm + records, warmup=len(warm), freeze=not args.no_gc_freeze,
                                        memory=not args.no_prewarm)
