@@ -11,9 +11,10 @@ when --db does not exist yet. Candidates are new stores of --listings text-only 
 carries the signals of a random indexed store (so it shares that store's keys, hubs and near-hub
 values included: the expensive case, with value support to compute) and listings taken from that
 store and from random others, under new ids. With --hold-out N they are instead stores as they
-arrive: --db is built from --bundle without N of its stores that have --listings listings or more,
-and the candidates are those stores, each with its own signals and first --listings listings.
-Everything talks to 127.0.0.1 only; the load phase is bounded by --duration and --clients.
+arrive: --db is built (in this process, when it does not exist) from --bundle without N of its
+stores that have --listings listings or more, and the candidates are those stores, each with its
+own signals and first --listings listings. Everything talks to 127.0.0.1 only; the load phase is
+bounded by --duration and --clients.
 
 Besides wall-clock percentiles, every phase reports the CPU time a check costs (the benchmark's own
 process in-process, the server process's over HTTP, from /proc): on a machine shared with other
