@@ -7,9 +7,9 @@ marketplaces show cut-outs). Each gets one copy per edit of fixtures/images.py (
 recompress, crop, watermark, mirror, colour, border, combo), and a copy counts as found when the
 pipeline finds it as a scan does: its fingerprint within DEFAULT_RADIUS of the original's, then
 verified (ImageVerifier). Misses are split into "far" (fingerprint beyond the radius) and
-"rejected" (verification said no). Recall is also given apart for originals of low contrast
-(less than --contrast of the picture differs from white by more than 40 levels: pale objects on
-white, whose outline the normalisation finds badly).
+"rejected" (verification said no). Recall is also given apart for pale originals (less than
+--contrast of the picture differs from white by more than 40 levels: pale objects on white,
+whose outline the normalisation finds badly).
 
 The negatives are all pairs of originals: their count is small next to the 1e-4 bar of
 image_recall.py, so false matches are listed one by one, with their fingerprint distance (a set
@@ -74,7 +74,7 @@ def main() -> None:
         found: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         misses: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for _, target in pictures:
-            group = "low contrast" if contrast(target) < args.contrast else "other"
+            group = "pale" if contrast(target) < args.contrast else "not pale"
             for edit in EDITS:
                 copy, quality = edit_picture(Image.open(target).convert("RGB"), edit, rng)
                 copy_path = target.with_name(f"{target.stem}-{edit}.jpg")
@@ -88,7 +88,7 @@ def main() -> None:
         print(f"{len(pictures)} pictures from {', '.join(map(str, args.folders))}; seed {args.seed}\n")
         print("| pictures | n | " + " | ".join(EDITS) + " |")
         print("|---|---|" + "---|" * len(EDITS))
-        for group in ("all", "other", "low contrast"):
+        for group in ("all", "not pale", "pale"):
             if found[group]:
                 n = len(found[group][EDITS[0]])
                 cells = " | ".join(f"{np.mean(found[group][e]):.2f}" for e in EDITS)
