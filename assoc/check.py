@@ -317,12 +317,16 @@ class _Hot:
                 self._complete.add(id(cache))
 
     def _fill(self, cache: dict[Any, Any], wanted: Iterable[Any], read: Any, absent: Any) -> dict[Any, Any]:
+        """`cache` holding every key of `wanted`, `absent` for those the index lacks. A map load_all filled
+        is returned as it is (read it with .get(key, absent)): what it lacks, the index lacks, and recording
+        those keys would only grow it towards MAX_ENTRIES, where it is emptied and stops being complete."""
+        if id(cache) in self._complete:
+            return cache
         missing = [k for k in wanted if k not in cache]
         if missing:
             if len(cache) + len(missing) > self.MAX_ENTRIES:
                 cache.clear()
-                self._complete.discard(id(cache))
-            found = {} if id(cache) in self._complete else read(missing)
+            found = read(missing)
             for key in missing:
                 cache[key] = found.get(key, absent)
         return cache
@@ -331,13 +335,13 @@ class _Hot:
         """(stores, weak stores, note) of each key; (0, 0, '') for keys the index does not hold."""
         keys = list(keys)
         cache = self._fill(self._key_counts, keys, index.key_counts, (0, 0, ""))
-        return {k: cache[k] for k in keys}
+        return {k: cache.get(k, (0, 0, "")) for k in keys}
 
     def token_df(self, index: IndexStore, tokens: Iterable[str]) -> dict[str, int]:
         """How many indexed listings have each title token (0 for none)."""
         tokens = list(tokens)
         cache = self._fill(self._token_df, tokens, index.token_counts, 0)
-        return {t: cache[t] for t in tokens}
+        return {t: cache.get(t, 0) for t in tokens}
 
     def block_members(self, index: IndexStore, blocks: Iterable[int]) -> dict[int, frozenset[int] | None]:
         """The listings of each block; None for a block too common to search (IndexStore.block_members)."""
@@ -364,27 +368,27 @@ class _Hot:
         """How many distinct product groups each store lists."""
         ids = list(store_ids)
         cache = self._fill(self._group_counts, ids, index.group_counts, 0)
-        return {s: cache[s] for s in ids}
+        return {s: cache.get(s, 0) for s in ids}
 
     def group_sizes(self, index: IndexStore, groups: Iterable[int]) -> dict[int, int]:
         """How many stores list each product group (groups the index holds; a new dict, free to change)."""
         groups = list(groups)
         cache = self._fill(self._group_sizes, groups, index.group_sizes, None)
-        return {g: cache[g] for g in groups if cache[g] is not None}
+        return {g: size for g in groups if (size := cache.get(g)) is not None}
 
     def group_holders(self, index: IndexStore, groups: Iterable[int]) -> dict[int, set[str]]:
         """The stores listing each product group (groups with at least one)."""
         groups = list(groups)
         cache = self._fill(self._group_holders, groups, lambda missing: {
             g: tuple(sorted(stores)) for g, stores in index.group_holders(missing).items()}, None)
-        return {g: set(cache[g]) for g in groups if cache[g] is not None}
+        return {g: set(stores) for g in groups if (stores := cache.get(g)) is not None}
 
     def store_groups(self, index: IndexStore, store_ids: Iterable[str]) -> dict[str, set[int]]:
         """The distinct product groups each store lists."""
         ids = list(store_ids)
         cache = self._fill(self._store_groups, ids, lambda missing: {
             s: tuple(sorted(groups)) for s, groups in index.store_groups(missing).items()}, ())
-        return {s: set(cache[s]) for s in ids}
+        return {s: set(cache.get(s, ())) for s in ids}
 
     def store_keys(self, index: IndexStore, store_ids: Iterable[str]) -> dict[str, dict[IndexKey, bool]]:
         """Every key each store holds, and whether it holds it as a weak value."""
@@ -392,7 +396,7 @@ class _Hot:
         cache = self._fill(self._store_keys, ids, lambda missing: {
             s: tuple((kind, value, weak) for (kind, value), weak in held.items())
             for s, held in index.store_keys(missing).items()}, ())
-        return {s: {(kind, value): weak for kind, value, weak in cache[s]} for s in ids}
+        return {s: {(kind, value): weak for kind, value, weak in cache.get(s, ())} for s in ids}
 
 
 class _Memory:

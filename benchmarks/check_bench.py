@@ -101,12 +101,11 @@ def held_out(bundle: Bundle, listings: int, count: int, seed: int) -> set[str]:
     return set(random.Random(seed).sample(sorted(s for s in bundle.stores if sizes[s] >= listings), count))
 
 
-def build_without(bundle: Bundle, db: Path, drop: set[str]) -> None:
-    kept = Bundle(root=bundle.root, stores={k: v for k, v in bundle.stores.items() if k not in drop},
+def without(bundle: Bundle, drop: set[str]) -> Bundle:
+    """The bundle less the stores in `drop`, with their signals and products."""
+    return Bundle(root=bundle.root, stores={k: v for k, v in bundle.stores.items() if k not in drop},
                   signals=[s for s in bundle.signals if s.store_id not in drop],
                   products=[p for p in bundle.products if p.store_id not in drop])
-    with IndexStore.open(db, create=True) as index:
-        index.add_bundle(kept, Settings())
 
 
 def new_stores(bundle: Bundle, db: Path, count: int, listings: int, seed: int) -> list[dict[str, Any]]:
@@ -326,21 +325,16 @@ def accuracy(bundle_dir: Path, db: Path, held: int, seed: int) -> dict[str, Any]
     bundle = read_bundle(bundle_dir)
     chosen = random.Random(seed).sample(sorted(bundle.stores), held)
 
-    def without(drop: set[str]) -> Bundle:
-        return Bundle(root=bundle.root, stores={k: v for k, v in bundle.stores.items() if k not in drop},
-                      signals=[s for s in bundle.signals if s.store_id not in drop],
-                      products=[p for p in bundle.products if p.store_id not in drop])
-
     if not db.exists():
         with IndexStore.open(db, create=True) as index:
-            index.add_bundle(without(set(chosen)), settings)
+            index.add_bundle(without(bundle, set(chosen)), settings)
     records = {r.store.store_id: r for r in records_of(bundle)}
     tally: dict[str, Any] = {"pairs_scan": 0, "pairs_check": 0, "pairs_both": 0, "operator_score_equal": 0,
                              "linked_equal": 0, "operator_score_max_diff": 0.0, "overlap_abs_error": [],
                              "check_ms": []}
     with IndexStore.open(db) as index:
         for store_id in chosen:
-            direct = {(p.store_a, p.store_b): p for p in scan(without(set(chosen) - {store_id}), settings).pairs
+            direct = {(p.store_a, p.store_b): p for p in scan(without(bundle, set(chosen) - {store_id}), settings).pairs
                       if store_id in (p.store_a, p.store_b) and "via:cluster" not in p.reasons}
             start = time.perf_counter()
             checked = {(p.store_a, p.store_b): p for p in check_store(index, records[store_id], settings).pairs}
@@ -403,7 +397,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--hold-out needs --bundle")
         arrivals = read_bundle(args.bundle)
         if not args.db.exists():
-            build_without(arrivals, args.db, held_out(arrivals, args.listings, args.hold_out, HOLD_OUT_SEED))
+            with IndexStore.open(args.db, create=True) as index:
+                index.add_bundle(without(arrivals, held_out(arrivals, args.listings, args.hold_out, HOLD_OUT_SEED)),
+                                 Settings())
     if not args.db.exists():
         if args.bundle is None:
             raise SystemExit(f"{args.db} does not exist: give --bundle to build it")
