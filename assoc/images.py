@@ -39,7 +39,9 @@ more expensive and more exact than the one before:
 3. **Verification** (`images_match`, `ImageVerifier`; milliseconds per pair). Both pictures are
    decoded at 256 px and normalised as above, without the median filter; B is mapped onto a
    160 px canvas of A through the windows, in the orientation that fits better, and aligned by
-   coarse-to-fine ECC (affine, B's out-of-picture pixels masked). After a per-channel gain about
+   coarse-to-fine ECC (affine, B's out-of-picture pixels masked); when no such alignment passes
+   (a crop or a border changed what the windows frame), ECC starts again from ORB keypoints
+   matched between the two pictures and a RANSAC similarity. After a per-channel gain about
    the paper colour (a mild colour shift), these measures decide, inside the common field of
    view: *conflict*, the share of content where both pictures have content of another colour
    (a recoloured part; an opening drops watermark strokes); *changed*, the share of the canvas
@@ -69,12 +71,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import sqlite3
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -119,6 +122,10 @@ _STRONG, _PLAIN = 300.0, 40.0   # band-pass energy of strong detail, and of a pl
 _FINE = 256              # canvas of the fine comparison (label text at the prepared pictures' scale)
 _FINE_DETAIL = 200.0     # band-pass energy (5x5 mean) that counts as fine detail
 _FINE_NCC = 0.4          # fine detail that correlates less than this at every shift has changed
+# Feature alignment, tried when the windows' alignment fails: _KEYPOINTS ORB keypoints on the
+# 256 px picture, Lowe's ratio test, and a RANSAC similarity that at least _MIN_INLIERS matches agree with.
+_KEYPOINTS, _RATIO, _MIN_INLIERS = 500, 0.8, 12
+_SAME_START = 8.0         # pixels of B's picture: starts closer than this are one start
 
 # Horizontal frequency of every coefficient (cv2.dct puts it on the column axis): a mirror image
 # negates the odd ones.
@@ -739,6 +746,8 @@ class _Prepared:
     window: tuple[float, float, float, float]
     paper: float
     levels: np.ndarray     # levels as computed (not canonical), to pick the closer orientation
+    # ORB keypoints and descriptors per orientation, computed when a pair first needs them
+    features: dict[bool, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -777,11 +786,15 @@ def _canvas_to_picture(prep: _Prepared, size: int) -> np.ndarray:
 
 
 def _warp(prep: _Prepared, to_picture: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Picture and field-of-view mask on a size x size canvas, for a 3x3 canvas -> picture map."""
+    """Picture and field-of-view mask on a size x size canvas, for a 3x3 canvas -> picture map.
+
+    Outside its picture the canvas repeats the picture's edge: a cropped copy filled with paper
+    would show a hard edge where the crop cut the object, detail the original does not have at
+    that place (every measure reads only inside the field of view, but filters reach across)."""
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     matrix = to_picture[:2]
-    img = cv2.warpAffine(prep.flat, matrix, (size, size), flags=flags,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(prep.paper,) * 3).astype(np.float32)
+    img = cv2.warpAffine(prep.flat, matrix, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE
+                         ).astype(np.float32)
     ones = np.ones(prep.flat.shape[:2], np.uint8)
     fov = cv2.warpAffine(ones, matrix, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -817,14 +830,63 @@ def _upscale(warp: np.ndarray, factor: float) -> np.ndarray:
     return scale @ _affine(warp) @ np.linalg.inv(scale)
 
 
-def _align(pa: _Prepared, pb: _Prepared, img_a: np.ndarray, mirror: bool) -> tuple[np.ndarray, float]:
+def _window_start(pa: _Prepared, pb: _Prepared, mirror: bool) -> np.ndarray:
+    """3x3 map from A's canvas to B's picture that puts B's window on A's (canvas -> A's picture ->
+    A's window coordinates -> B's picture)."""
+    to_a = _canvas_to_picture(pa, _CANVAS)
+    return _window_to_picture(pb, mirror) @ np.linalg.inv(_window_to_picture(pa, False)) @ to_a
+
+
+def _features(prep: _Prepared, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """ORB keypoints (picture coordinates of the unmirrored picture) and descriptors, of the
+    picture or of its mirror image (ORB descriptors are not mirror-invariant)."""
+    if mirror not in prep.features:
+        grey = cv2.cvtColor(prep.flat, cv2.COLOR_RGB2GRAY)
+        if mirror:
+            grey = np.ascontiguousarray(grey[:, ::-1])
+        # a detector per call (microseconds): OpenCV's are not safe to share between threads
+        orb = cv2.ORB_create(nfeatures=_KEYPOINTS, edgeThreshold=15, patchSize=15)
+        keypoints, descriptors = orb.detectAndCompute(grey, None)
+        points = np.array([k.pt for k in keypoints], np.float64).reshape(-1, 2)
+        if mirror:
+            points[:, 0] = grey.shape[1] - 1 - points[:, 0]
+        prep.features[mirror] = (points, descriptors)
+    return prep.features[mirror]
+
+
+def _feature_start(pa: _Prepared, pb: _Prepared, mirror: bool) -> np.ndarray | None:
+    """3x3 map from A's canvas to B's picture through matched ORB keypoints and a RANSAC similarity
+    (mirrored when `mirror`), or None when too few keypoints agree. Unlike the window start it
+    holds when a crop or a border changed what the windows frame."""
+    points_a, descriptors_a = _features(pa, False)
+    points_b, descriptors_b = _features(pb, mirror)
+    if descriptors_a is None or descriptors_b is None or min(len(points_a), len(points_b)) < _MIN_INLIERS:
+        return None
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < _RATIO * m[1].distance]
+    if len(good) < _MIN_INLIERS:
+        return None
+    source = points_a[[m.queryIdx for m in good]]
+    target = points_b[[m.trainIdx for m in good]]
+    # a similarity cannot mirror: fit it to B's points mirrored back, then mirror the map
+    flip = np.array([[-1.0, 0, pb.flat.shape[1] - 1], [0, 1, 0], [0, 0, 1]]) if mirror else np.eye(3)
+    target = target @ flip[:2, :2].T + flip[:2, 2]
+    similarity, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    if similarity is None or inliers.sum() < _MIN_INLIERS:
+        return None
+    to_b = flip @ _affine(similarity)
+    scale = np.sqrt(abs(np.linalg.det(to_b[:2, :2])))
+    if not 0.5 < scale < 2.0:
+        return None
+    return to_b @ _canvas_to_picture(pa, _CANVAS)
+
+
+def _align(pb: _Prepared, img_a: np.ndarray, to_b: np.ndarray) -> tuple[np.ndarray, float]:
     """3x3 map from A's canvas to B's picture, and the ECC correlation of the aligned pictures.
 
-    Starts from the window correspondence (canvas -> A's picture -> A's window coordinates -> B's
-    picture) and refines it by ECC (affine), coarse to fine so that a window moved by a watermark
-    or a crop still converges; B's pixels outside its picture are masked out."""
-    to_a = _canvas_to_picture(pa, _CANVAS)
-    to_b = _window_to_picture(pb, mirror) @ np.linalg.inv(_window_to_picture(pa, False)) @ to_a
+    Refines a start (`to_b`, canvas -> B's picture) by ECC (affine), coarse to fine so that a
+    start moved by a watermark or a crop still converges; B's pixels outside its picture are
+    masked out."""
     img_b, fov_b = _warp(pb, to_b, _CANVAS)
     warp = np.eye(3)
     correlation = 0.0
@@ -933,20 +995,40 @@ def _verdict(cmp: _Comparison) -> float:
     return float(np.clip(1.0 - badness / 2, 0.0, 1.0))
 
 
+_CORNERS = np.array([[0.0, 0.0, 1.0], [_CANVAS - 1.0, 0.0, 1.0], [0.0, _CANVAS - 1.0, 1.0],
+                     [_CANVAS - 1.0, _CANVAS - 1.0, 1.0]]).T
+
+
+def _same_map(to_b: np.ndarray, other: np.ndarray) -> bool:
+    """Whether two canvas -> B maps put every canvas corner within _SAME_START pixels of B. From
+    starts that close ECC mostly ends where it did, and each extra measurement is one more chance
+    for a look-alike to pass (the keypoints agree with the windows on most pairs the windows
+    already judged): notes/images.md, "Session 7"."""
+    return float(np.abs((to_b - other)[:2] @ _CORNERS).max()) < _SAME_START
+
+
 def _compare(pa: _Prepared, pb: _Prepared) -> tuple[float, _Comparison]:
-    """Best (score, comparison) over the orientations worth trying."""
+    """Best (score, comparison) over the alignments worth trying, until one passes: the windows'
+    (the nearer orientation, and the farther one for a nearly symmetric object), then the
+    keypoints' in both orientations."""
     to_a = _canvas_to_picture(pa, _CANVAS)
     img_a, fov_a = _warp(pa, to_a, _CANVAS)
     straight = np.abs(pa.levels - pb.levels).sum()
     mirrored = np.abs(pa.levels - pb.levels * _MIRROR_SIGN).sum()
     order = [(False, straight), (True, mirrored)]
     order.sort(key=lambda o: o[1])
+    starts = [_window_start(pa, pb, mirror) for mirror, distance in order
+              if distance <= 1.5 * order[0][1] + 20]
     best: tuple[float, _Comparison] | None = None
-    for mirror, distance in order:
-        # the farther orientation only when the nearer failed and the object is nearly symmetric
-        if best is not None and (best[0] >= MATCH_THRESHOLD or distance > 1.5 * order[0][1] + 20):
+    tried: list[np.ndarray] = []      # starts measured, and where ECC took them
+    for to_b in itertools.chain(starts, (_feature_start(pa, pb, mirror) for mirror, _ in order)):
+        if best is not None and best[0] >= MATCH_THRESHOLD:
             break
-        to_b, correlation = _align(pa, pb, img_a, mirror)
+        if to_b is None or any(_same_map(to_b, other) for other in tried):
+            continue
+        tried.append(to_b)
+        to_b, correlation = _align(pb, img_a, to_b)
+        tried.append(to_b)
         cmp = _measure(pa, pb, img_a, fov_a, to_b, correlation)
         score = _verdict(cmp)
         if score >= MATCH_THRESHOLD:    # the fine comparison costs more: only for pairs it could reject

@@ -1,11 +1,12 @@
 """Recall of product-picture near-duplicates per seller edit, at a false-positive rate <= 1e-4.
 
-    python benchmarks/image_recall.py [--products 500] [--seed 7] [--workers 2]
+    python benchmarks/image_recall.py [--products 500] [--seed 7] [--workers 2] [--frame-filling]
                                       [--sample ../shared/samples/market-s | --sample ""] [--json out.json]
 
 Generates `--products` products with fixtures/images.py (about 40% of them look-alike variants:
 recoloured, relabelled, similar shape), writes each product's picture and one edited copy per
-edit, and measures, per edit, the share of copies matched to their original:
+edit, and measures, per edit, the share of copies matched to their original (with
+`--frame-filling`, every picture is first cut to its object, so that a crop cuts the object):
 
 - plain 64-bit pHash (imagehash, raw picture) and 256-bit pHash comparing the mirror too, each
   at the threshold where at most 1e-4 of the pairs of different products match;
@@ -147,7 +148,8 @@ def synthetic(args: argparse.Namespace, report: dict) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="image-recall-"))
     started = time.perf_counter()
     specs = make_catalog(args.seed, args.products)
-    files = write_pictures(work / "pictures", specs, EDITS, size=args.size, seed=args.seed)
+    files = write_pictures(work / "pictures", specs, EDITS, size=args.size, seed=args.seed,
+                           frame_filling=args.frame_filling)
     variants = defaultdict(int)
     for spec in specs:
         variants[spec.variant] += 1
@@ -286,6 +288,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="picture size in pixels")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--workdir", help="where to write the pictures (default: a temporary folder)")
+    parser.add_argument("--frame-filling", action="store_true",
+                        help="cut every picture to its object first (fixtures.images.fill_frame): crops cut the object")
     default_sample = Path(__file__).resolve().parents[2] / "shared" / "samples" / "market-s"
     parser.add_argument("--sample", type=lambda s: Path(s) if s else None,
                         default=default_sample if default_sample.exists() else None,

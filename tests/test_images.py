@@ -28,7 +28,7 @@ from assoc.images import (
     images_match,
     match_decision,
 )
-from fixtures.images import EDITS, PALETTE, draw_product, edit_picture, make_catalog
+from fixtures.images import EDITS, PALETTE, draw_product, edit_picture, fill_frame, make_catalog
 
 N_LEVELS = ImageFingerprint.SIZE
 
@@ -141,6 +141,47 @@ def test_mirror_is_invariant(products: dict, tmp_path: Path) -> None:
         fp = fingerprint_image(tmp_path / "picture.png")
         assert fp - fingerprint_image(tmp_path / "mirrored.png") <= 4      # rounding only
         assert fp - fp.mirrored() == 0
+
+
+def test_a_crop_into_a_frame_filling_object_verifies(tmp_path: Path) -> None:
+    """A crop that cuts the object moves the windows the verification starts from; the feature
+    alignment (ORB + RANSAC) and canvases that repeat the picture's edge instead of drawing a
+    hard one where the crop cut must still find the copy (21 of these 24; before them, 11)."""
+    specs = [s for s in make_catalog(11, 60) if s.variant == "base" and s.label][:8]
+    found = 0
+    for spec in specs:
+        original = fill_frame(draw_product(spec))
+        original.save(tmp_path / "original.jpg", quality=90)
+        w, h = original.size
+        for left, top, right, bottom in ((0.1, 0.1, 0, 0), (0, 0.1, 0.1, 0), (0.08, 0, 0, 0.1)):
+            copy = original.crop((round(w * left), round(h * top), round(w * (1 - right)), round(h * (1 - bottom))))
+            copy.save(tmp_path / "copy.jpg", quality=85)
+            found += images_match(tmp_path / "original.jpg", tmp_path / "copy.jpg") >= MATCH_THRESHOLD
+    assert found >= 20
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_feature_alignment_recovers_a_crop_and_a_rescale(products: dict, tmp_path: Path, mirror: bool) -> None:
+    """_feature_start maps A's canvas onto B's picture as the edit moved it (to within 2 px)."""
+    from assoc.images import _CANVAS, _canvas_to_picture, _feature_start, _prepare
+
+    spec = products["specs"][0]
+    original = draw_product(spec)                     # 256 px: the prepared picture is the picture
+    original.save(tmp_path / "a.png")
+    left, top, width, height = 30, 20, 200, 216       # cut into the object, then scaled to 256 px
+    copy = original.crop((left, top, left + width, top + height))
+    copy = copy.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirror else copy
+    copy.resize((round(width * 256 / height), 256), Image.LANCZOS).save(tmp_path / "b.png")
+    pa, pb = _prepare(tmp_path / "a.png"), _prepare(tmp_path / "b.png")
+    found = _feature_start(pa, pb, mirror)
+    assert found is not None
+    scale = 256 / height
+    canvas_corners = np.array([[0, 0, 1], [_CANVAS - 1, 0, 1], [0, _CANVAS - 1, 1.0]]).T
+    expected = []
+    for x, y, _ in (_canvas_to_picture(pa, _CANVAS) @ canvas_corners).T:     # A's picture -> B's
+        x_copy = width - 1 - (x - left) if mirror else x - left
+        expected.append([(x_copy + 0.5) * scale - 0.5, (y - top + 0.5) * scale - 0.5])
+    assert np.abs((found @ canvas_corners)[:2].T - np.array(expected)).max() < 2.0
 
 
 # ----------------------------------------------------------------------------- the value object
