@@ -52,8 +52,10 @@ more expensive and more exact than the one before:
    detail on each side alone; a seller's edit adds it to one side only); *fine*, the share of a
    256 px canvas where both have fine detail that does not correlate at any shift of up to one
    pixel (a model code that differs in the same place; computed only for pairs that pass the
-   rest); and the ECC correlation. The score is 1 - max(measure / limit) / 2, so
-   `MATCH_THRESHOLD` = 0.5 means every measure is within its limit.
+   rest); *stretch*, how much the alignment changes B's shape (the ratio of its singular values:
+   an affine fit can stretch one product's outline onto another's); and the ECC correlation.
+   The score is 1 - max(measure / limit) / 2, so `MATCH_THRESHOLD` = 0.5 means every measure
+   is within its limit.
 
 `match_decision(fp_a, fp_b, path_a, path_b)` is the combination: within `DEFAULT_RADIUS` and
 verified. An `ImageVerifier` keeps recently prepared pictures, so a picture in many candidate
@@ -118,6 +120,7 @@ _DETAIL = 60.0           # band-pass energy (7x7 mean) that counts as detail (ed
 # Verification limits, chosen on benchmarks/image_recall.py (notes/images.md).
 _MAX_CONFLICT, _MAX_CHANGED, _MIN_CORRELATION, _MIN_OVERLAP = 0.005, 0.004, 0.8, 0.2
 _MAX_EXCLUSIVE, _MAX_FINE = 0.002, 0.004
+_MAX_STRETCH = 1.15      # largest change of shape of a copy (chosen on the third set: notes/images.md, session 7)
 _STRONG, _PLAIN = 300.0, 40.0   # band-pass energy of strong detail, and of a plain area, on the canvas
 _FINE = 256              # canvas of the fine comparison (label text at the prepared pictures' scale)
 _FINE_DETAIL = 200.0     # band-pass energy (5x5 mean) that counts as fine detail
@@ -760,6 +763,7 @@ class _Comparison:
     overlap: float         # share of the canvas inside both fields of view
     exclusive: float = 0.0  # the smaller of: share of the canvas with strong detail where the other is plain
     fine: float = 0.0       # share of the fine canvas where both have fine detail that does not correlate
+    stretch: float = 1.0    # how much the alignment stretches B against A: its singular values' ratio
 
 
 def _prepare(path: Path) -> _Prepared:
@@ -991,8 +995,17 @@ def _verdict(cmp: _Comparison) -> float:
     """Score in [0, 1]; >= MATCH_THRESHOLD exactly when every measure is within its limit."""
     badness = max(cmp.conflict / _MAX_CONFLICT, cmp.changed / _MAX_CHANGED,
                   (1 - cmp.correlation) / (1 - _MIN_CORRELATION), _MIN_OVERLAP / max(cmp.overlap, 1e-6),
-                  cmp.exclusive / _MAX_EXCLUSIVE, cmp.fine / _MAX_FINE)
+                  cmp.exclusive / _MAX_EXCLUSIVE, cmp.fine / _MAX_FINE, (cmp.stretch - 1) / (_MAX_STRETCH - 1))
     return float(np.clip(1.0 - badness / 2, 0.0, 1.0))
+
+
+def _stretch(a_to_b: np.ndarray) -> float:
+    """Ratio of the singular values of a map's linear part: 1 for a similarity (resizing, cropping,
+    mirroring), more when it changes the shape. ECC's affine fit can stretch one product's shape
+    onto another's (a rounder ear cup, a squarer box); a seller's resize rarely changes the aspect
+    by more than a few percent."""
+    singular = np.linalg.svd(a_to_b[:2, :2], compute_uv=False)
+    return float(singular[0] / max(singular[1], 1e-9))
 
 
 _CORNERS = np.array([[0.0, 0.0, 1.0], [_CANVAS - 1.0, 0.0, 1.0], [0.0, _CANVAS - 1.0, 1.0],
@@ -1029,7 +1042,7 @@ def _compare(pa: _Prepared, pb: _Prepared) -> tuple[float, _Comparison]:
         tried.append(to_b)
         to_b, correlation = _align(pb, img_a, to_b)
         tried.append(to_b)
-        cmp = _measure(pa, pb, img_a, fov_a, to_b, correlation)
+        cmp = replace(_measure(pa, pb, img_a, fov_a, to_b, correlation), stretch=_stretch(to_b @ np.linalg.inv(to_a)))
         score = _verdict(cmp)
         if score >= MATCH_THRESHOLD:    # the fine comparison costs more: only for pairs it could reject
             cmp = replace(cmp, fine=_fine_changed(pa, pb, to_b))

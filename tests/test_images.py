@@ -160,6 +160,23 @@ def test_a_crop_into_a_frame_filling_object_verifies(tmp_path: Path) -> None:
     assert found >= 20
 
 
+def test_a_stretched_shape_is_another_product(products: dict, tmp_path: Path) -> None:
+    """ECC's affine fit can stretch one shape onto another (a rounder ear cup, a squarer box): a
+    copy whose aspect changed by 30% is rejected, one resized with its aspect changed by 5% is not
+    (one miss of four allowed, as for the edits above)."""
+    resized = stretched = 0
+    for spec in products["specs"]:
+        picture = draw_product(spec)
+        picture.save(tmp_path / "a.png")
+        w, h = picture.size
+        picture.resize((round(w * 1.05), h), Image.LANCZOS).save(tmp_path / "resized.png")
+        picture.resize((round(w * 1.3), h), Image.LANCZOS).save(tmp_path / "stretched.png")
+        resized += images_match(tmp_path / "a.png", tmp_path / "resized.png") >= MATCH_THRESHOLD
+        stretched += images_match(tmp_path / "a.png", tmp_path / "stretched.png") >= MATCH_THRESHOLD
+    assert resized >= len(products["specs"]) - 1
+    assert stretched == 0
+
+
 @pytest.mark.parametrize("mirror", [False, True])
 def test_feature_alignment_recovers_a_crop_and_a_rescale(products: dict, tmp_path: Path, mirror: bool) -> None:
     """_feature_start maps A's canvas onto B's picture as the edit moved it (to within 2 px)."""
