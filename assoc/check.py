@@ -316,7 +316,7 @@ class _Hot:
             if len(cache) >= len(wanted):  # holds every one: not emptied by the MAX_ENTRIES bound meanwhile
                 self._complete.add(id(cache))
 
-    def _fill(self, cache: dict[Any, Any], wanted: Iterable[Any], read: Any, absent: Any) -> dict[Any, Any]:
+    def _fill(self, cache: dict[Any, Any], wanted: Sequence[Any], read: Any, absent: Any) -> dict[Any, Any]:
         """`cache` holding every key of `wanted`, `absent` for those the index lacks. A map load_all filled
         is returned as it is (read it with .get(key, absent)): what it lacks, the index lacks, and recording
         those keys would only grow it towards MAX_ENTRIES, where it is emptied and stops being complete."""
@@ -325,7 +325,8 @@ class _Hot:
         missing = [k for k in wanted if k not in cache]
         if missing:
             if len(cache) + len(missing) > self.MAX_ENTRIES:
-                cache.clear()
+                cache.clear()      # and the wanted keys it held are read again with the rest
+                missing = list(dict.fromkeys(wanted))
             found = read(missing)
             for key in missing:
                 cache[key] = found.get(key, absent)

@@ -398,3 +398,18 @@ def test_after_prewarm_a_check_reads_no_store_group_or_token_map_from_the_file(m
             monkeypatch.setattr(index, read, lambda *args, read=read, **kwargs: pytest.fail(f"{read} read the file"))
         # the held-out stores' own title tokens include some the index has never seen: known absent, not read
         assert [check_store(index, records[s], SETTINGS) for s in held] == from_file
+
+
+def test_checks_are_the_same_when_the_bounded_maps_are_emptied_mid_check(market, held_out, tmp_path, monkeypatch):
+    """Past MAX_ENTRIES a map is emptied and refilled: the keys a check wants that the map held before
+    must be read again, not lost (a KeyError, or the default for an absent key)."""
+    from assoc.check import _HOT, _Hot
+
+    path, held = held_out
+    records = {r.store.store_id: r for r in records_of(market)}
+    with IndexStore.open(_indexed_copy(path, tmp_path)) as index:
+        _HOT.clear()
+        unbounded = [check_store(index, records[s], SETTINGS) for s in held]
+        _HOT.clear()
+        monkeypatch.setattr(_Hot, "MAX_ENTRIES", 8)
+        assert [check_store(index, records[s], SETTINGS) for s in held] == unbounded
