@@ -11,7 +11,8 @@ Exact (same numbers as the scan, given the index's product groups):
 - evidence: assoc.evidence.compare_pair on the same keys;
 - value support of each shared key held by 3..hub_cap stores: every holder pair of the key is
   compared from the index (all the keys the two holders share, and their catalog overlap from
-  the stored groups), then assoc.evidence.value_support;
+  the stored groups), then assoc.evidence.value_support (the share of corroborated holder pairs,
+  and the groups they join);
 - weights, probability and reasons: models.rules and the scan's own pair rule;
 - hubs: the candidate's values a scan would list in hubs.csv, with the same counts and treatment.
 
@@ -72,7 +73,7 @@ from .bundle import _add_children, _as_cells, _Collector, _Problems, read_bundle
 from .catalog import COMMON_FACTOR, COMMON_MIN_STORES, TEXT_THRESHOLD, PairOverlap
 from .decisions import ReviewState
 from .errors import AssocError, BundleError
-from .evidence import Evidence, catalog_evidence, compare_pair, session_values, value_support
+from .evidence import Evidence, ValueSupport, catalog_evidence, compare_pair, session_values, value_support
 from .index import Hub, IndexKey, Posting, SignalIndex, StorePair, build_index, ignored_note
 from .records import Bundle, Product, Store
 from .scan import PairResult, RuleScorer, Scorer, _pair_result, scoring_hubs
@@ -622,7 +623,7 @@ class _Check:
         sessions = session_values(view, rules.SESSION_KINDS)
         results = []
         for pair, evidence in compared.items():
-            weighted = rules.weigh(evidence, support, sessions)
+            weighted = rules.weigh(evidence, support.for_pair(pair, evidence), sessions)
             overlap = overlaps[pair].overlap if pair in overlaps else None
             probability = self.scorer.probability(weighted)
             verdict = self.review.apply(pair, weighted, probability >= self.settings.link_threshold)
@@ -631,10 +632,10 @@ class _Check:
                 results.append(replace(result, contributions=tuple(self.scorer.contributions(weighted))))
         results.sort(key=lambda p: (-p.score, p.store_a, p.store_b))
         return CheckResult(store_id=self.store_id, known=self.known, pairs=tuple(results),
-                           hubs=tuple(self._hubs(sharing, support, sessions)), listings=len(self.record.products),
-                           catalog_fresh=self.hot.catalog_fresh)
+                           hubs=tuple(self._hubs(sharing, support, sessions)),
+                           listings=len(self.record.products), catalog_fresh=self.hot.catalog_fresh)
 
-    def _hubs(self, sharing: dict[StorePair, list[Evidence]], support: dict[IndexKey, float],
+    def _hubs(self, sharing: dict[StorePair, list[Evidence]], support: ValueSupport,
               sessions: frozenset[IndexKey]) -> list[Hub]:
         """The candidate's values that a scan with it would list in hubs.csv, with the scan's notes and order:
         ignored ones (over the cap, or marked by a reviewer), then those the scoring weighs down."""

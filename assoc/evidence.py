@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import networkx as nx
+
 from .catalog import PairOverlap
 from .index import PROGRESS_EVERY, IndexKey, SignalIndex, StorePair
 from .normalise import address_similarity
@@ -190,22 +192,60 @@ CORROBORATING_WEIGHT = 3.0
 CORROBORATING_GAP_HOURS = 24.0
 
 
+Group = tuple[str, float]  # (the group's smallest store, the group's share of the value's holders)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSupport:
+    """How well the holders of each value held by three or more stores are corroborated.
+
+    `shares`: the share of a value's holder pairs corroborated by other evidence or close timing.
+    `groups`: the holders that corroborated pairs join into groups of MIN_GROUP or more stores,
+    directly or through other holders (each holder -> its group), for the values that have one."""
+
+    shares: dict[IndexKey, float]
+    groups: dict[IndexKey, dict[str, Group]]
+
+    def for_pair(self, pair: StorePair, evidence: list[Evidence]) -> dict[IndexKey, float]:
+        """The support of each of a pair's values as this pair sees it: the value's share of
+        corroborated holder pairs or, when both stores are in one group of its holders, that
+        group's share of the holders if it is larger."""
+        seen: dict[IndexKey, float] = {}
+        for piece in evidence:
+            identity = piece.identity
+            share = self.shares.get(identity)
+            if share is None:
+                continue
+            groups = self.groups.get(identity)
+            if groups is not None:
+                group_a = groups.get(pair[0])
+                if group_a is not None and group_a == groups.get(pair[1]):
+                    share = max(share, group_a[1])
+            seen[identity] = share
+        return seen
+
+
 def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
                   base_weight: Callable[[Evidence], float], *,
-                  progress: Progress = no_progress) -> dict[tuple[str, str], float]:
+                  progress: Progress = no_progress) -> ValueSupport:
     """For every value shared by three or more stores: the share of its holder pairs that are
-    corroborated by other evidence or by close timing.
+    corroborated by other evidence or by close timing, and the groups those pairs join.
 
     One operator's stores that share a payout account usually share more (a name, a home IP,
     a device, a login session); unrelated sellers behind a pooled agency account or one
     warehouse address share nothing else. A value whose holders otherwise look unrelated is
-    shared infrastructure, however rare it is (DESIGN_NOTES §2-3).
+    shared infrastructure, however rare it is (DESIGN_NOTES §2-3). A careful operator's stores
+    may each share something with only one or two of the others, so few of the holder pairs are
+    corroborated; but those pairs chain the stores into one group, which a pool's unrelated
+    clients do not form (BENCHMARKS.md, "Corroborated groups").
 
     Measured twice: what corroborates in the second pass is evidence of some weight for its
     kind whose own value was not doubtful in the first (support >= DOUBTFUL_SUPPORT, or held by
     two stores). Unrelated sellers behind one pooled account often also sign in through one
     ERP's egress IP; that IP corroborates nothing, while an operator's home IP, shared by all of
-    its stores along with everything else, does.
+    its stores along with everything else, does. The first pass judges a value by its share
+    alone: by its groups, the pooled account and the ERP IP of the same clients would lift each
+    other.
     """
     total = 2 * len(evidence_by_pair)  # two passes over every pair
 
@@ -213,18 +253,24 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
         progress("value support", done, total)
 
     report(0)
-    first = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT, report)
-    second = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
-                      and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT,
-                      lambda done: report(len(evidence_by_pair) + done))
+    first, _ = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT, report)
+    second, joined = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
+                              and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT,
+                              lambda done: report(len(evidence_by_pair) + done))
+    groups = {identity: _groups(pairs, holders) for identity, (holders, pairs) in joined.items()}
     report(total)
-    return second
+    return ValueSupport(second, {identity: grouped for identity, grouped in groups.items() if grouped})
 
 
 def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Callable[[Evidence], bool],
-             report: Callable[[int], None]) -> dict[tuple[str, str], float]:
-    holder_pairs: dict[tuple[str, str], list[bool]] = {}
-    for done, pieces in enumerate(evidence_by_pair.values(), start=1):
+             report: Callable[[int], None]
+             ) -> tuple[dict[IndexKey, float], dict[IndexKey, tuple[int, list[StorePair]]]]:
+    """Each value's share of corroborated holder pairs; and its store count and the holder pairs
+    other evidence corroborates (close timing of the value itself joins no group: an office IP
+    that many clients use every day has close pairs too)."""
+    holder_pairs: dict[IndexKey, list[bool]] = {}
+    joined: dict[IndexKey, tuple[int, list[StorePair]]] = {}
+    for done, (pair, pieces) in enumerate(evidence_by_pair.items(), start=1):
         if done % PROGRESS_EVERY == 0:
             report(done)
         strong = [p.identity for p in pieces if corroborates(p)]
@@ -235,8 +281,19 @@ def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Ca
             others = any(other != identity for other in strong)
             close = piece.gap_hours is not None and piece.gap_hours <= CORROBORATING_GAP_HOURS
             holder_pairs.setdefault(identity, []).append(others or close)
-    return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}
+            if others:
+                joined.setdefault(identity, (piece.stores, []))[1].append(pair)
+    return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}, joined
 
+
+def _groups(pairs: list[StorePair], holders: int) -> dict[str, Group]:
+    """The connected groups of MIN_GROUP or more stores that `pairs` form among a value's `holders`."""
+    return {store: (min(group), len(group) / holders) for group in nx.connected_components(nx.Graph(pairs))
+            if len(group) >= MIN_GROUP for store in group}
+
+
+# A group of two is only the pair's own corroboration, which its evidence already counts.
+MIN_GROUP = 3
 
 # A shared value whose holder pairs are corroborated less often than this is doubtful.
 DOUBTFUL_SUPPORT = 0.5

@@ -16,7 +16,15 @@ from models import rules
 from .catalog import CatalogResult
 from .catalog_cache import compare_catalogs_cached
 from .cluster import Cluster, cluster_stores
-from .evidence import Evidence, catalog_evidence, compare_pair, session_values, value_support, without_doubtful_values
+from .evidence import (
+    Evidence,
+    ValueSupport,
+    catalog_evidence,
+    compare_pair,
+    session_values,
+    value_support,
+    without_doubtful_values,
+)
 from .index import PROGRESS_EVERY, Hub, IndexKey, StorePair, build_index
 from .records import Bundle, Progress, RejectedRow, no_progress
 from .settings import Settings
@@ -74,7 +82,7 @@ class Comparison:
 
     bundle: Bundle
     evidence: dict[StorePair, list[Evidence]]
-    support: dict[tuple[str, str], float]
+    support: ValueSupport
     sessions: frozenset[IndexKey]  # values one login session used (evidence.session_values)
     hubs: list[Hub]
     catalog: CatalogResult | None
@@ -82,11 +90,11 @@ class Comparison:
 
     def weighted(self) -> dict[StorePair, list[Evidence]]:
         """Each pair's evidence weighed by the rule table (learned scorers use those weights as features)."""
-        return {pair: self.weigh(evidence) for pair, evidence in self.evidence.items()}
+        return {pair: self.weigh(pair, evidence) for pair, evidence in self.evidence.items()}
 
-    def weigh(self, evidence: list[Evidence]) -> list[Evidence]:
+    def weigh(self, pair: StorePair, evidence: list[Evidence]) -> list[Evidence]:
         """One pair's evidence weighed by the rule table."""
-        return rules.weigh(evidence, self.support, self.sessions)
+        return rules.weigh(evidence, self.support.for_pair(pair, evidence), self.sessions)
 
 
 class Scorer(Protocol):
@@ -146,7 +154,7 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
                       hubs=hubs, catalog=catalog, stats=stats)
 
 
-def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: dict[tuple[str, str], float],
+def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: ValueSupport,
                  sessions: frozenset[IndexKey] = frozenset()) -> list[Hub]:
     """The values of some pair's evidence that the rule table (models.rules.weigh) weighs down for being
     shared by three or more stores, as hubs.csv lists them after the ignored ones (SignalIndex.hubs).
@@ -157,8 +165,9 @@ def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: dic
     and lack of corroboration weigh down; each group most widely shared first. A value whose every
     holder pair is corroborated is one operator's, not a shared one: it loses bits to rarity
     (models.rules.rarity_adjustment) but is not listed, nor is one login session's value
-    (evidence.session_values), which loses nothing. A learned scorer (scan --model) sees the same
-    rule weights as features."""
+    (evidence.session_values), which loses nothing. The note also says when some holders are
+    corroborated into one group (evidence.ValueSupport), whose pairs the value costs fewer bits. A
+    learned scorer (scan --model) sees the same rule weights as features."""
     holder_pairs: dict[tuple[str, str], int] = {}
     sample: dict[tuple[str, str], Evidence] = {}
     for pieces in evidence_by_pair.values():
@@ -170,17 +179,23 @@ def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: dic
     infrastructure, down_weighted = [], []
     for identity, pairs in holder_pairs.items():
         piece = sample[identity]
-        share = support.get(identity)
+        share = support.shares.get(identity)
         corroborated = f"{round((1.0 if share is None else share) * pairs)} of {pairs} holder pairs corroborated"
-        weak = f"; weak value: {piece.note}" if piece.level == "weak" and piece.note else ""
+        detail = ""
+        group = max((g for _, g in support.groups.get(identity, {}).values()), default=0.0)
+        if share is not None and group > share:
+            detail += (f"; {round(group * piece.stores)} holders are corroborated into one group, whose pairs lose "
+                       f"{-rules.rarity_adjustment(piece, group):.1f} bits")
+        if piece.level == "weak" and piece.note:
+            detail += f"; weak value: {piece.note}"
         if share is not None and share <= rules.INFRASTRUCTURE_SUPPORT:
             note = (f"shared infrastructure: held by {piece.stores} stores, {corroborated}, "
-                    f"counts at most {rules.INFRASTRUCTURE_WEIGHT:g} bits{weak}")
+                    f"counts at most {rules.INFRASTRUCTURE_WEIGHT:g} bits{detail}")
             infrastructure.append(Hub(identity[0], identity[1], piece.stores, note))
         elif identity not in sessions and share is not None and share < 1.0:
             lost = -rules.rarity_adjustment(piece, share)
             note = (f"down-weighted: held by {piece.stores} stores, {corroborated}, "
-                    f"loses {lost:.1f} bits to rarity and lack of corroboration{weak}")
+                    f"loses {lost:.1f} bits to rarity and lack of corroboration{detail}")
             down_weighted.append(Hub(identity[0], identity[1], piece.stores, note))
 
     def order(hub: Hub) -> tuple[int, str, str]:
@@ -202,7 +217,7 @@ def decide(comparison: Comparison, settings: Settings, *, scorer: Scorer | None 
     for done, (pair, evidence) in enumerate(comparison.evidence.items(), start=1):
         if done % PROGRESS_EVERY == 0:
             progress("score pairs", done, total)
-        weighted = comparison.weigh(evidence)
+        weighted = comparison.weigh(pair, evidence)
         scored[pair] = (scorer.probability(weighted), weighted)
     progress("score pairs", total, total)
 

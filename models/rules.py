@@ -35,6 +35,11 @@ a forwarder's warehouse links nobody, while an operator's payout account, shared
 names, devices, logins or products, keeps its weight. (Measured on generated markets of 150 to
 20,000 stores, BENCHMARKS.md "Shared infrastructure": every link that needed a value with
 s <= 0.2 joined two operators; from s = 0.34 up some joined one operator's stores.)
+A pair whose two stores other evidence chains into one group of the value's holders (three or
+more of them, evidence.ValueSupport) takes the group's share of the holders as its support when
+that is larger: a careful operator's stores each share a name or a phone with only one or two
+of the others, and the account they all share keeps its weight among them, while a pool's
+clients never form such a group (BENCHMARKS.md "Corroborated groups").
 Several values of one kind are not independent (two IPs of one home): the strongest counts in
 full, the next half, the next a quarter, and so on.
 """
@@ -122,8 +127,9 @@ def weigh(evidence: list[Evidence], support: dict[tuple[str, str], float] | None
           sessions: frozenset[tuple[str, str]] = frozenset()) -> list[Evidence]:
     """Each piece with its weight; within a kind, the strongest first at full weight.
 
-    `support` (from evidence.value_support) is recorded on the pieces it covers; values in
-    `sessions` (evidence.session_values) are one login session and lose nothing to rarity."""
+    `support` (evidence.ValueSupport.for_pair: each value as this pair sees it) is recorded on the
+    pieces it covers; values in `sessions` (evidence.session_values) are one login session and
+    lose nothing to rarity."""
     support = support or {}
     by_kind: dict[tuple[str, bool], list[tuple[float, float | None, Evidence]]] = defaultdict(list)
     for piece in evidence:

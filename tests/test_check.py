@@ -117,6 +117,25 @@ def test_check_equals_a_full_scan_without_products(market, tmp_path):
                 assert _check_pairs(check_store(index, record, SETTINGS)) == expected
 
 
+def test_check_weighs_a_value_by_the_corroborated_group_of_its_holders_as_a_scan_does(make_bundle, tmp_path):
+    """Ten stores behind one payout account, each sharing a name with the next: the names chain them into
+    one group, so every pair is linked by the account (assoc.evidence.ValueSupport). A store in the middle
+    of the chain, checked against the other nine, gets the scan's pairs."""
+    ids = [f"S{n}" for n in range(10)]
+    names = ["Li Na", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Yang Min", "Zhao Lei", "Huang Yan",
+             "Zhou Tao"]
+    signals = [{"store_id": s, "kind": "payment_account", "value": "pingpong: 8830 2946 3909"} for s in ids]
+    for name, (a, b) in zip(names, zip(ids, ids[1:], strict=False), strict=False):
+        signals += [{"store_id": s, "kind": "person_name", "value": name} for s in (a, b)]
+    bundle = read_bundle(make_bundle([{"store_id": s, "country": "CN"} for s in ids], signals).csv_dir)
+    expected = _scan_pairs(bundle, "S5")
+    assert len(expected) == 9 and all(row[1] for row in expected.values())
+    with IndexStore.open(tmp_path / "i.db", create=True) as index:
+        index.add_bundle(_without(bundle, {"S5"}), SETTINGS)
+        record = next(r for r in records_of(bundle) if r.store.store_id == "S5")
+        assert _check_pairs(check_store(index, record, SETTINGS)) == expected
+
+
 def test_an_indexed_store_with_new_listings_and_signals(market, tmp_path):
     with IndexStore.open(tmp_path / "i.db", create=True) as index:
         index.add_bundle(market, SETTINGS)

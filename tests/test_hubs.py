@@ -62,11 +62,14 @@ def test_a_value_over_the_cap_is_listed_as_ignored_with_its_count(hubs):
 def test_a_value_some_of_whose_holders_share_nothing_else_is_listed_as_down_weighted(hubs):
     row = _row(hubs, "phone", "+49301234567")
     assert row["stores"] == "4"
-    # three of its six holder pairs also share the e-mail; rarity and the missing corroboration cost bits
+    # three of its six holder pairs also share the e-mail; rarity and the missing corroboration cost bits,
+    # fewer among the three stores the e-mail joins into one group (3 of the 4 holders)
     rarity = math.log2(4 - 1)
     lost = rarity + rules.UNCORROBORATED_SLOPE * (1 - 3 / 6) * (rarity - 1)
+    lost_in_group = rarity + rules.UNCORROBORATED_SLOPE * (1 - 3 / 4) * (rarity - 1)
     assert row["note"] == (f"down-weighted: held by 4 stores, 3 of 6 holder pairs corroborated, "
-                           f"loses {lost:.1f} bits to rarity and lack of corroboration")
+                           f"loses {lost:.1f} bits to rarity and lack of corroboration; "
+                           f"3 holders are corroborated into one group, whose pairs lose {lost_in_group:.1f} bits")
 
 
 def test_a_value_whose_holders_are_all_corroborated_is_one_operators_and_not_listed(hubs):

@@ -204,13 +204,70 @@ def test_a_value_that_is_itself_doubtful_corroborates_nothing():
     evidence = {pair: [piece("ip", "erp", 8)] for pair in combinations(sorted(erp), 2)}
     for pair in combinations(["E0", "E1", "E2"], 2):
         evidence[pair] = [piece("payment_account", "pool", 3), piece("ip", "erp", 8)]
-    support = value_support(evidence, rules.base_weight)
+    support = value_support(evidence, rules.base_weight).shares
     assert support[("ip", "erp")] < 0.5 and support[("payment_account", "pool")] == 0.0
 
     home = {pair: [piece("ip", "home", 3), piece("phone", "+4930", 3)] for pair in combinations(["O1", "O2", "O3"], 2)}
     home[("O1", "O2")].append(piece("email", "owner@example.com", 2))
-    support = value_support(home, rules.base_weight)
+    support = value_support(home, rules.base_weight).shares
     assert support[("ip", "home")] == support[("phone", "+4930")] == 1.0
+
+
+def test_two_doubtful_values_held_by_the_same_clients_do_not_make_them_a_group():
+    """Five of an ERP's eight clients also share a pooled account. Each value corroborates the other's
+    holder pairs, but each is doubtful on its own holders (the IP: 10 of 28 pairs), so neither
+    corroborates in the second pass: the account keeps support 0 and forms no group. (Judging the IP
+    by the five clients' group instead, 5 of 8 holders, would let the two values lift each other.)"""
+    def piece(kind: str, value: str, stores: int) -> Evidence:
+        return Evidence(kind=kind, level="exact", value=value, stores=stores)
+
+    clients = [f"E{n}" for n in range(8)]
+    evidence = {pair: [piece("ip", "erp", 8)] for pair in combinations(clients, 2)}
+    for pair in combinations(clients[:5], 2):
+        evidence[pair] = [piece("payment_account", "pool", 5), piece("ip", "erp", 8)]
+    support = value_support(evidence, rules.base_weight)
+    assert support.shares[("payment_account", "pool")] == 0.0
+    assert ("payment_account", "pool") not in support.groups
+    assert support.for_pair(("E0", "E1"), evidence[("E0", "E1")])[("payment_account", "pool")] == 0.0
+
+
+def _careful_operator(make_bundle, pooled: bool) -> Bundle:
+    """Stores behind one payout account: an operator's ten, each sharing a contact name with the next,
+    so that these pairs chain all ten into one group; or a pool's eight clients, two pairs of which
+    share a name. A name alone links nothing (5 bits)."""
+    ids = [f"S{n}" for n in range(8 if pooled else 10)]
+    stores = [{"store_id": s, "country": "CN"} for s in ids]
+    signals = [{"store_id": s, "kind": "payment_account", "value": "pingpong: 8830 2946 3909"} for s in ids]
+    signals += [{"store_id": s, "kind": "email", "value": f"shop{n}@example.com"} for n, s in enumerate(ids)]
+    chained = [(ids[0], ids[1]), (ids[2], ids[3])] if pooled else list(zip(ids, ids[1:], strict=False))
+    names = ["Li Na", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Yang Min", "Zhao Lei", "Huang Yan",
+             "Zhou Tao"]
+    for name, (a, b) in zip(names, chained, strict=False):
+        signals += [{"store_id": s, "kind": "person_name", "value": name} for s in (a, b)]
+    return read_bundle(make_bundle(stores, signals).csv_dir)
+
+
+def test_holders_that_corroborated_pairs_chain_into_one_group_keep_their_shared_account(make_bundle):
+    """Nine of the 45 holder pairs share a name: the account's support is 0.2, which alone would make
+    it shared infrastructure. But the nine pairs chain all ten stores into one group, which a pool of
+    unrelated clients never forms: every pair of them is linked, with the group's support."""
+    bundle = _careful_operator(make_bundle, pooled=False)
+    comparison = compare(bundle, SETTINGS)
+    account = ("payment_account", "883029463909")
+    assert comparison.support.shares[account] == pytest.approx(9 / 45)
+    assert all(piece.support == 1.0 for pair, pieces in comparison.weighted().items()
+               for piece in pieces if piece.identity == account)
+    result = scan(bundle, SETTINGS)
+    assert {(p.store_a, p.store_b) for p in result.pairs if p.linked} == set(combinations(sorted(bundle.stores), 2))
+    assert [c.members for c in result.clusters] == [tuple(sorted(bundle.stores))]
+
+
+def test_a_pair_of_clients_that_share_a_name_is_not_a_group_of_a_pooled_account(make_bundle):
+    """The account held by eight clients, two pairs of which share a name: a group of two is only the
+    pair's own corroboration, already weighed as the name; it lifts nothing, and nobody is linked."""
+    bundle = _careful_operator(make_bundle, pooled=True)
+    assert compare(bundle, SETTINGS).support.groups.get(("payment_account", "883029463909"), {}) == {}
+    assert not [p for p in scan(bundle, SETTINGS).pairs if p.linked]
 
 
 def _stages(calls: list[tuple[str, int, int | None]]) -> dict[str, list[tuple[int, int | None]]]:
