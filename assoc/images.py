@@ -52,7 +52,8 @@ more expensive and more exact than the one before:
    detail on each side alone; a seller's edit adds it to one side only); *fine*, the share of a
    256 px canvas where both have fine detail that does not correlate at any shift of up to one
    pixel (a model code that differs in the same place; computed only for pairs that pass the
-   rest); *stretch*, how much the alignment changes B's shape (the ratio of its singular values:
+   rest), and *fine patch*, the largest connected patch of it (one small label set in another
+   text); *stretch*, how much the alignment changes B's shape (the ratio of its singular values:
    an affine fit can stretch one product's outline onto another's); and the ECC correlation.
    The score is 1 - max(measure / limit) / 2, so `MATCH_THRESHOLD` = 0.5 means every measure
    is within its limit.
@@ -125,6 +126,7 @@ _STRONG, _PLAIN = 300.0, 40.0   # band-pass energy of strong detail, and of a pl
 _FINE = 256              # canvas of the fine comparison (label text at the prepared pictures' scale)
 _FINE_DETAIL = 200.0     # band-pass energy (5x5 mean) that counts as fine detail
 _FINE_NCC = 0.4          # fine detail that correlates less than this at every shift has changed
+_MAX_FINE_PATCH = 80 / _FINE ** 2   # largest patch of changed fine detail (80 px of the fine canvas: session 8)
 # Feature alignment, tried when the windows' alignment fails: _KEYPOINTS ORB keypoints on the
 # 256 px picture, Lowe's ratio test, and a RANSAC similarity that at least _MIN_INLIERS matches agree with.
 _KEYPOINTS, _RATIO, _MIN_INLIERS = 500, 0.8, 12
@@ -763,6 +765,7 @@ class _Comparison:
     overlap: float         # share of the canvas inside both fields of view
     exclusive: float = 0.0  # the smaller of: share of the canvas with strong detail where the other is plain
     fine: float = 0.0       # share of the fine canvas where both have fine detail that does not correlate
+    fine_patch: float = 0.0  # the largest connected patch of that changed detail, as a share of the fine canvas
     stretch: float = 1.0    # how much the alignment stretches B against A: its singular values' ratio
 
 
@@ -957,12 +960,15 @@ def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return a[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
 
 
-def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> float:
-    """Share of a _FINE canvas (A's whole picture at about its prepared scale) where both pictures
-    have fine detail (band-pass sigma 0.7-1.6, 5x5 windows) that does not correlate (NCC < 0.4)
+def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> tuple[float, float]:
+    """Where both pictures have fine detail (band-pass sigma 0.7-1.6, 5x5 windows) on a _FINE
+    canvas (A's whole picture at about its prepared scale) that does not correlate (NCC < 0.4)
     at any shift of up to one pixel: label text or a model code that differs in the same place,
     which the coarser canvas blurs into look-alike blobs. The one-pixel slack absorbs what the
-    alignment leaves."""
+    alignment leaves. Returns that detail's share of the canvas, and the share of its largest
+    connected patch (strokes within a 5x5 closing of each other): one small label set in another
+    text is a compact patch, too small a share of the whole canvas for the first figure, while
+    what a seller's edit leaves (a watermark stroke over a label, JPEG noise) is scattered."""
     up = np.array([[_CANVAS / _FINE, 0, 0.5 * _CANVAS / _FINE - 0.5],
                    [0, _CANVAS / _FINE, 0.5 * _CANVAS / _FINE - 0.5], [0, 0, 1]])
     img_a, fov_a = _warp(pa, _canvas_to_picture(pa, _CANVAS) @ up, _FINE)
@@ -973,8 +979,8 @@ def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> float:
     energy_a = cv2.boxFilter(_channel_sum(band_a * band_a), -1, (5, 5))
     energy_b = cv2.boxFilter(_channel_sum(band_b * band_b), -1, (5, 5))
     both = (energy_a > _FINE_DETAIL) & (energy_b > _FINE_DETAIL) & fov
-    if both.mean() < _MAX_FINE:
-        return 0.0
+    if both.sum() < _MAX_FINE_PATCH * _FINE * _FINE:
+        return 0.0, 0.0
     # the shift search only where both have detail (plus the 5x5 window's reach)
     ys, xs = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
     y0, y1 = max(ys[0] - 3, 0), min(ys[-1] + 4, _FINE)
@@ -988,14 +994,17 @@ def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> float:
             cross = cv2.boxFilter(_channel_sum(band_a * _shifted(pad_b, dy, dx)), -1, (5, 5))
             np.maximum(best, cross / np.sqrt(np.maximum(energy_a * _shifted(pad_e, dy, dx), 1e-6)), out=best)
     changed = cv2.morphologyEx((both & (best < _FINE_NCC)).astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
-    return float(changed.sum() / (_FINE * _FINE))
+    count, patches = cv2.connectedComponents(cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)))
+    largest = np.bincount(patches[changed.astype(bool)], minlength=count)[1:].max(initial=0)
+    return float(changed.sum() / (_FINE * _FINE)), float(largest / (_FINE * _FINE))
 
 
 def _verdict(cmp: _Comparison) -> float:
     """Score in [0, 1]; >= MATCH_THRESHOLD exactly when every measure is within its limit."""
     badness = max(cmp.conflict / _MAX_CONFLICT, cmp.changed / _MAX_CHANGED,
                   (1 - cmp.correlation) / (1 - _MIN_CORRELATION), _MIN_OVERLAP / max(cmp.overlap, 1e-6),
-                  cmp.exclusive / _MAX_EXCLUSIVE, cmp.fine / _MAX_FINE, (cmp.stretch - 1) / (_MAX_STRETCH - 1))
+                  cmp.exclusive / _MAX_EXCLUSIVE, cmp.fine / _MAX_FINE, cmp.fine_patch / _MAX_FINE_PATCH,
+                  (cmp.stretch - 1) / (_MAX_STRETCH - 1))
     return float(np.clip(1.0 - badness / 2, 0.0, 1.0))
 
 
@@ -1045,7 +1054,8 @@ def _compare(pa: _Prepared, pb: _Prepared) -> tuple[float, _Comparison]:
         cmp = replace(_measure(pa, pb, img_a, fov_a, to_b, correlation), stretch=_stretch(to_b @ np.linalg.inv(to_a)))
         score = _verdict(cmp)
         if score >= MATCH_THRESHOLD:    # the fine comparison costs more: only for pairs it could reject
-            cmp = replace(cmp, fine=_fine_changed(pa, pb, to_b))
+            fine, fine_patch = _fine_changed(pa, pb, to_b)
+            cmp = replace(cmp, fine=fine, fine_patch=fine_patch)
             score = _verdict(cmp)
         if best is None or score > best[0]:
             best = (score, cmp)

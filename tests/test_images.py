@@ -92,19 +92,22 @@ def _with_text(picture: Image.Image, text: str, where: tuple[float, float], size
     return out
 
 
-@pytest.mark.parametrize("case", ["label elsewhere", "other code in place"])
+@pytest.mark.parametrize("case", ["label elsewhere", "other code in place", "small code in a corner"])
 def test_label_differences_are_different_products(products: dict, tmp_path: Path, case: str) -> None:
     """One drawing, two labels: placed apart (detail on each side alone: fails without the
-    *exclusive* measure) or in the same place with another model code. A watermark added to one
-    copy still matches, but one that lands across the label may not (one miss of four allowed,
-    as for the edits above)."""
+    *exclusive* measure), in the same place with another model code, or a small code in a
+    corner, too small a share of the picture for the *fine* share (fails without its largest
+    patch). A watermark added to one copy still matches, but one that lands across the label
+    may not (one miss of four allowed, as for the edits above)."""
     found = watermarked = 0
     for spec in products["specs"]:
         plain = draw_product(replace(spec, label="", mark=""))
         if case == "label elsewhere":
             a, b = _with_text(plain, "KX-2041 Pro", (0.05, 0.04)), _with_text(plain, "Velora", (0.55, 0.88))
-        else:
+        elif case == "other code in place":
             a, b = _with_text(plain, "TP5852", (0.35, 0.04), 0.06), _with_text(plain, "CH1387", (0.35, 0.04), 0.06)
+        else:
+            a, b = _with_text(plain, "Nixbel", (0.06, 0.05), 0.045), _with_text(plain, "X-9911", (0.06, 0.05), 0.045)
         a.save(tmp_path / "a.jpg", quality=90)
         b.save(tmp_path / "b.jpg", quality=90)
         rng = random.Random(spec.product_id)
