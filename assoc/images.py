@@ -967,8 +967,9 @@ def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> tuple[float
     which the coarser canvas blurs into look-alike blobs. The one-pixel slack absorbs what the
     alignment leaves. Returns that detail's share of the canvas, and the share of its largest
     connected patch (strokes within a 5x5 closing of each other): one small label set in another
-    text is a compact patch, too small a share of the whole canvas for the first figure, while
-    what a seller's edit leaves (a watermark stroke over a label, JPEG noise) is scattered."""
+    text is a compact patch, often too small a share of the whole canvas for the first figure's
+    limit, while what a seller's edit leaves (a watermark stroke over a label, JPEG noise) is
+    scattered."""
     up = np.array([[_CANVAS / _FINE, 0, 0.5 * _CANVAS / _FINE - 0.5],
                    [0, _CANVAS / _FINE, 0.5 * _CANVAS / _FINE - 0.5], [0, 0, 1]])
     img_a, fov_a = _warp(pa, _canvas_to_picture(pa, _CANVAS) @ up, _FINE)
@@ -979,7 +980,7 @@ def _fine_changed(pa: _Prepared, pb: _Prepared, to_b: np.ndarray) -> tuple[float
     energy_a = cv2.boxFilter(_channel_sum(band_a * band_a), -1, (5, 5))
     energy_b = cv2.boxFilter(_channel_sum(band_b * band_b), -1, (5, 5))
     both = (energy_a > _FINE_DETAIL) & (energy_b > _FINE_DETAIL) & fov
-    if both.sum() < _MAX_FINE_PATCH * _FINE * _FINE:
+    if both.sum() < _MAX_FINE_PATCH * _FINE * _FINE:   # then neither figure can reach its limit
         return 0.0, 0.0
     # the shift search only where both have detail (plus the 5x5 window's reach)
     ys, xs = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))

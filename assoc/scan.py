@@ -166,7 +166,7 @@ def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: Val
     holder pair is corroborated is one operator's, not a shared one: it loses bits to rarity
     (models.rules.rarity_adjustment) but is not listed, nor is one login session's value
     (evidence.session_values), which loses nothing. The note also says when some holders are
-    corroborated into one group (evidence.ValueSupport), whose pairs the value costs fewer bits. A
+    corroborated into one group (evidence.ValueSupport), among whom the value costs fewer bits. A
     learned scorer (scan --model) sees the same rule weights as features."""
     holder_pairs: dict[tuple[str, str], int] = {}
     sample: dict[tuple[str, str], Evidence] = {}

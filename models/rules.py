@@ -39,7 +39,7 @@ A pair whose two stores other evidence chains into one group of the value's hold
 more of them, evidence.ValueSupport) takes the group's share of the holders as its support when
 that is larger: a careful operator's stores each share a name or a phone with only one or two
 of the others, and the account they all share keeps its weight among them, while a pool's
-clients never form such a group (BENCHMARKS.md "Corroborated groups").
+unrelated clients, sharing nothing else, form no such group (BENCHMARKS.md "Corroborated groups").
 Several values of one kind are not independent (two IPs of one home): the strongest counts in
 full, the next half, the next a quarter, and so on.
 """

@@ -249,13 +249,13 @@ def _careful_operator(make_bundle, pooled: bool) -> Bundle:
 
 def test_holders_that_corroborated_pairs_chain_into_one_group_keep_their_shared_account(make_bundle):
     """Nine of the 45 holder pairs share a name: the account's support is 0.2, which alone would make
-    it shared infrastructure. But the nine pairs chain all ten stores into one group, which a pool of
-    unrelated clients never forms: every pair of them is linked, with the group's support."""
+    it shared infrastructure. But the nine pairs chain all ten stores into one group, which a pool's
+    clients, sharing nothing else, do not form: every pair of them is linked, with the group's support."""
     bundle = _careful_operator(make_bundle, pooled=False)
     comparison = compare(bundle, SETTINGS)
     account = ("payment_account", "883029463909")
     assert comparison.support.shares[account] == pytest.approx(9 / 45)
-    assert all(piece.support == 1.0 for pair, pieces in comparison.weighted().items()
+    assert all(piece.support == 1.0 for pieces in comparison.weighted().values()
                for piece in pieces if piece.identity == account)
     result = scan(bundle, SETTINGS)
     assert {(p.store_a, p.store_b) for p in result.pairs if p.linked} == set(combinations(sorted(bundle.stores), 2))
