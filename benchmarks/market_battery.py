@@ -21,16 +21,14 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from scan_bench import SHARED, generate  # benchmarks/ is on the path when this script runs
+
 PRODUCTS_PER_STORE = 10
 
 
 def market(workdir: Path, stores: int, seed: int) -> Path:
-    target = workdir / f"market-{stores}-{seed}"
-    if not (target / "truth" / "summary.json").exists():
-        subprocess.run([sys.executable, str(SHARED / "bench" / "market.py"), str(target), "--stores", str(stores),
-                        "--seed", str(seed), "--products-per-store", str(PRODUCTS_PER_STORE),
-                        "--image-fraction", "0", "--quiet"], check=True)
+    """The generated market (bundle/, truth/) and beside it identifiers/: the bundle without products.csv."""
+    target = generate(workdir, stores, seed, PRODUCTS_PER_STORE, 0.0)
     identifiers = target / "identifiers"
     if not identifiers.exists():
         identifiers.mkdir()
