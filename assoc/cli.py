@@ -58,8 +58,8 @@ def main() -> None:
 @click.option("--link-threshold", type=float, help="Probability at or above which a pair is linked [0.5].")
 @click.option("--catalog-threshold", type=float, help="Catalog overlap that links on its own [0.30].")
 @click.option("--hub-cap", type=int, help="Values shared by more stores than this are hubs and ignored [25].")
-@click.option("--no-images", is_flag=True, help="Compare product text only.")
-@click.option("--no-text", is_flag=True, help="Compare product images only.")
+@click.option("--no-images", is_flag=True, help="Compare product text only (both: compare no catalog).")
+@click.option("--no-text", is_flag=True, help="Compare product images only (both: compare no catalog).")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Cache of image hashes and of the last catalog comparisons [$XDG_CACHE_HOME/assoc].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache (image hashes, catalog comparisons).")

@@ -201,15 +201,18 @@ class ValueSupport:
 
     `shares`: the share of a value's holder pairs corroborated by other evidence or close timing.
     `groups`: the holders that corroborated pairs join into groups of MIN_GROUP or more stores,
-    directly or through other holders (each holder -> its group), for the values that have one."""
+    directly or through other holders (each holder -> its group), for the values that have one.
+    `majorities`: for a controlled value (CONTROLLED_KINDS) whose largest group holds at least
+    MAJORITY_GROUP of its holders, that group's share."""
 
     shares: dict[IndexKey, float]
     groups: dict[IndexKey, dict[str, Group]]
+    majorities: dict[IndexKey, float]
 
     def for_pair(self, pair: StorePair, evidence: list[Evidence]) -> dict[IndexKey, float]:
-        """The support of each of a pair's values as this pair sees it: the value's share of
-        corroborated holder pairs or, when both stores are in one group of its holders, that
-        group's share of the holders if it is larger."""
+        """The support of each of a pair's values as this pair sees it: the largest of the value's
+        share of corroborated holder pairs, the share of a group holding both stores, and the
+        share of a group holding most of the value's holders."""
         seen: dict[IndexKey, float] = {}
         for piece in evidence:
             identity = piece.identity
@@ -221,6 +224,7 @@ class ValueSupport:
                 group_a = groups.get(pair[0])
                 if group_a is not None and group_a == groups.get(pair[1]):
                     share = max(share, group_a[1])
+                share = max(share, self.majorities.get(identity, 0.0))
             seen[identity] = share
         return seen
 
@@ -237,7 +241,8 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
     shared infrastructure, however rare it is (DESIGN_NOTES §2-3). A careful operator's stores
     may each share something with only one or two of the others, so few of the holder pairs are
     corroborated; but those pairs chain the stores into one group, which a pool's unrelated
-    clients do not form (BENCHMARKS.md, "Corroborated groups").
+    clients do not form (BENCHMARKS.md, "Corroborated groups"). A group that holds most of the
+    holders of a controlled value makes it that operator's for every holder pair (MAJORITY_GROUP).
 
     Measured twice: what corroborates in the second pass is evidence of some weight for its
     kind whose own value was not doubtful in the first (support >= DOUBTFUL_SUPPORT, or held by
@@ -257,19 +262,23 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
     second, joined = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
                               and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT,
                               lambda done: report(len(evidence_by_pair) + done))
-    groups = {identity: _groups(pairs, holders) for identity, (holders, pairs) in joined.items()}
+    groups = {identity: grouped for identity, (holders, _, pairs) in joined.items()
+              if (grouped := _groups(pairs, holders))}
+    majorities = {identity: largest for identity, grouped in groups.items() if joined[identity][1]
+                  and (largest := max(share for _, share in grouped.values())) >= MAJORITY_GROUP}
     report(total)
-    return ValueSupport(second, {identity: grouped for identity, grouped in groups.items() if grouped})
+    return ValueSupport(second, groups, majorities)
 
 
 def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Callable[[Evidence], bool],
              report: Callable[[int], None]
-             ) -> tuple[dict[IndexKey, float], dict[IndexKey, tuple[int, list[StorePair]]]]:
-    """Each value's share of corroborated holder pairs; and its store count and the holder pairs
-    other evidence corroborates (close timing of the value itself joins no group: an office IP
-    that many clients use every day has close pairs too)."""
+             ) -> tuple[dict[IndexKey, float], dict[IndexKey, tuple[int, bool, list[StorePair]]]]:
+    """Each value's share of corroborated holder pairs; and its store count, whether it is a
+    controlled value (CONTROLLED_KINDS, not marked weak) and the holder pairs other evidence
+    corroborates (close timing of the value itself joins no group: an office IP that many
+    clients use every day has close pairs too)."""
     holder_pairs: dict[IndexKey, list[bool]] = {}
-    joined: dict[IndexKey, tuple[int, list[StorePair]]] = {}
+    joined: dict[IndexKey, tuple[int, bool, list[StorePair]]] = {}
     for done, (pair, pieces) in enumerate(evidence_by_pair.items(), start=1):
         if done % PROGRESS_EVERY == 0:
             report(done)
@@ -282,7 +291,8 @@ def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Ca
             close = piece.gap_hours is not None and piece.gap_hours <= CORROBORATING_GAP_HOURS
             holder_pairs.setdefault(identity, []).append(others or close)
             if others:
-                joined.setdefault(identity, (piece.stores, []))[1].append(pair)
+                controlled = piece.kind in CONTROLLED_KINDS and piece.level != "weak"
+                joined.setdefault(identity, (piece.stores, controlled, []))[2].append(pair)
     return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}, joined
 
 
@@ -294,6 +304,16 @@ def _groups(pairs: list[StorePair], holders: int) -> dict[str, Group]:
 
 # A group of two is only the pair's own corroboration, which its evidence already counts.
 MIN_GROUP = 3
+
+# A controlled value whose largest group holds at least this share of its holders is mostly one
+# operator's: its other holders, which share nothing else with anyone, are taken for that
+# operator's more careful stores, not for unrelated sellers (BENCHMARKS.md, "Majority groups").
+MAJORITY_GROUP = 0.5
+
+# Kinds whose values one party holds and controls (a payout account, a phone line, a mailbox, a tax
+# registration, a device): a store holds one only through that party, as its own or as its client.
+# Places, networks and names are also held by unrelated neighbours and namesakes.
+CONTROLLED_KINDS = frozenset({"payment_account", "phone", "email", "tax_id", "device_id", "mac"})
 
 # A shared value whose holder pairs are corroborated less often than this is doubtful.
 DOUBTFUL_SUPPORT = 0.5

@@ -129,7 +129,7 @@ def compare(bundle: Bundle, settings: Settings, *, progress: Progress = no_progr
     marked = review.shared_keys if review is not None else {}
     candidates = index.candidate_pairs(settings.hub_cap, exclude=marked, progress=progress)
     catalog = None
-    if bundle.products:
+    if bundle.products and settings.compares_catalog:
         catalog = compare_catalogs_cached(bundle.products, bundle.root, settings, progress=progress)
     overlaps = catalog.overlaps if catalog else {}
 
@@ -166,7 +166,9 @@ def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: Val
     holder pair is corroborated is one operator's, not a shared one: it loses bits to rarity
     (models.rules.rarity_adjustment) but is not listed, nor is one login session's value
     (evidence.session_values), which loses nothing. The note also says when some holders are
-    corroborated into one group (evidence.ValueSupport), among whom the value costs fewer bits. A
+    corroborated into one group (evidence.ValueSupport), among whom the value costs fewer bits, or
+    when that group holds most of a controlled value's holders, so that every holder pair counts
+    the value at the group's support (which then decides how the value is listed). A
     learned scorer (scan --model) sees the same rule weights as features."""
     holder_pairs: dict[tuple[str, str], int] = {}
     sample: dict[tuple[str, str], Evidence] = {}
@@ -183,7 +185,12 @@ def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: Val
         corroborated = f"{round((1.0 if share is None else share) * pairs)} of {pairs} holder pairs corroborated"
         detail = ""
         group = max((g for _, g in support.groups.get(identity, {}).values()), default=0.0)
-        if share is not None and group > share:
+        majority = support.majorities.get(identity)
+        if share is not None and majority is not None and majority > share:
+            share = majority
+            detail += (f"; {round(majority * piece.stores)} of its holders are corroborated into one group, most of "
+                       f"them: every holder pair counts the value at that group's support")
+        elif share is not None and group > share:
             detail += (f"; {round(group * piece.stores)} holders are corroborated into one group, whose pairs lose "
                        f"{-rules.rarity_adjustment(piece, group):.1f} bits")
         if piece.level == "weak" and piece.note:

@@ -48,11 +48,14 @@ class Settings:
                 problems.append(f"{name} must be a number in [0, 1], got {value!r}")
         if not isinstance(self.hub_cap, int) or self.hub_cap < 2:
             problems.append(f"hub_cap must be a whole number >= 2, got {self.hub_cap!r}")
-        if not (self.use_text or self.use_images):
-            problems.append("use_text and use_images are both off: catalog overlap needs at least one")
         if problems:
             raise SettingsError("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
         return self
+
+    @property
+    def compares_catalog(self) -> bool:
+        """With text and images both off a scan reads the products but compares identifiers only."""
+        return self.use_text or self.use_images
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes).validate()

@@ -40,6 +40,10 @@ more of them, evidence.ValueSupport) takes the group's share of the holders as i
 that is larger: a careful operator's stores each share a name or a phone with only one or two
 of the others, and the account they all share keeps its weight among them, while a pool's
 unrelated clients, sharing nothing else, form no such group (BENCHMARKS.md "Corroborated groups").
+When that group holds at least half of the holders of a value one party controls (a payout account,
+phone, e-mail, tax id, device or MAC; evidence.CONTROLLED_KINDS), every holder pair takes its share:
+the value is mostly one operator's, and a holder that shares nothing else is that operator's careful
+store far more often than an unrelated seller (BENCHMARKS.md "Majority groups").
 Several values of one kind are not independent (two IPs of one home): the strongest counts in
 full, the next half, the next a quarter, and so on.
 """

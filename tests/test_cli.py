@@ -83,3 +83,25 @@ def test_unwritable_output_exits_3(tmp_path):
     result = _run("scan", str(tmp_path / "bundle"), "--out", str(blocker / "out"), "--no-cache")
     assert result.exit_code == 3
     assert "cannot create the output folder" in result.output
+
+
+def test_no_text_and_no_images_together_scan_identifiers_only(tmp_path):
+    """Both flags: the products are read (and validated) but no catalog is compared, so the pairs are those
+    of the same bundle without products.csv."""
+    generate(tmp_path / "bundle", stores=40, seed=3)
+    without = tmp_path / "without"
+    without.mkdir()
+    for name in ("stores.csv", "signals.csv"):
+        (without / name).write_bytes((tmp_path / "bundle" / name).read_bytes())
+    both = _run("scan", str(tmp_path / "bundle"), "--out", str(tmp_path / "both"), "--no-text", "--no-images",
+                "--no-cache", "--quiet")
+    assert both.exit_code == 0, both.output
+    assert _run("scan", str(without), "--out", str(tmp_path / "plain"), "--no-cache", "--quiet").exit_code == 0
+    pairs = {name: (tmp_path / name / "pairs.csv").read_text(encoding="utf-8") for name in ("both", "plain")}
+    assert pairs["both"] == pairs["plain"] and "catalog" not in pairs["both"].split("\n", 1)[1]
+    assert not (tmp_path / "both" / "catalog_matches.csv").exists()
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text(encoding="utf-8"))
+    with_catalog = _run("scan", str(tmp_path / "bundle"), "--out", str(tmp_path / "whole"), "--no-cache", "--quiet")
+    assert with_catalog.exit_code == 0
+    assert (tmp_path / "whole" / "pairs.csv").read_text(encoding="utf-8") != pairs["both"]
+    assert summary["settings"]["use_text"] is False and summary["settings"]["use_images"] is False

@@ -13,20 +13,24 @@ from assoc.report import read_scan_output
 from assoc.report.tables import write_scan_outputs
 from models import rules
 
-SETTINGS = Settings(cache_dir=None, hub_cap=5)
-OVER_CAP_IP = "81.2.69.142"  # six stores: over the cap of five
+SETTINGS = Settings(cache_dir=None, hub_cap=8)
+OVER_CAP_IP = "81.2.69.142"  # nine stores: over the cap of eight
 POOLED = "alipay: 6222 0000 1111 2222"  # three stores that share nothing else
 PHONE, EMAIL = "+49 30 1234567", "owner@example.com"  # four stores share the phone, three of them the e-mail
+OFFICE_PHONE = "+49 30 5550000"  # seven stores share it; M1 and M2 share an e-mail, M2 and M3 another
 
 
 @pytest.fixture
 def hubs(make_bundle, tmp_path) -> list[dict[str, str]]:
     """Scan a bundle with each kind of shared value, write the results, and read hubs.csv back."""
-    groups = {"H": 6, "O": 4, "P": 3, "T": 2, "S": 3}
+    groups = {"H": 9, "O": 4, "M": 7, "P": 3, "T": 2, "S": 3}
     stores = [{"store_id": f"{g}{n}", "country": "DE"} for g, size in groups.items() for n in range(1, size + 1)]
     signals = [{"store_id": f"H{n}", "kind": "ip", "value": OVER_CAP_IP, "seen_at": f"2024-0{n}-01T10:00:00Z"}
-               for n in range(1, 7)]
+               for n in range(1, 10)]
     signals += [{"store_id": f"O{n}", "kind": "phone", "value": PHONE} for n in range(1, 5)]
+    signals += [{"store_id": f"M{n}", "kind": "phone", "value": OFFICE_PHONE} for n in range(1, 8)]
+    signals += [{"store_id": f"M{n}", "kind": "email", "value": f"desk{d}@example.com"}
+                for n, d in ((1, 1), (2, 1), (2, 2), (3, 2))]
     signals += [{"store_id": f"O{n}", "kind": "email", "value": EMAIL} for n in range(1, 4)]
     signals += [{"store_id": f"P{n}", "kind": "payment_account", "value": POOLED} for n in range(1, 4)]
     signals += [{"store_id": f"P{n}", "kind": "phone", "value": f"+49 30 765432{n}"} for n in range(1, 4)]
@@ -54,21 +58,32 @@ def _row(rows: list[dict[str, str]], kind: str, value: str) -> dict[str, str]:
 
 def test_a_value_over_the_cap_is_listed_as_ignored_with_its_count(hubs):
     row = _row(hubs, "ip", OVER_CAP_IP)
-    assert row["stores"] == "6"
-    assert row["note"] == "ignored: over the cap of 5 stores"
+    assert row["stores"] == "9"
+    assert row["note"] == "ignored: over the cap of 8 stores"
     assert _row(hubs, "ip/24", "81.2.69")["note"].startswith("ignored:")  # its /24 too
 
 
-def test_a_value_some_of_whose_holders_share_nothing_else_is_listed_as_down_weighted(hubs):
+def test_a_value_most_of_whose_holders_are_one_group_is_down_weighted_at_the_groups_support(hubs):
     row = _row(hubs, "phone", "+49301234567")
     assert row["stores"] == "4"
-    # three of its six holder pairs also share the e-mail; rarity and the missing corroboration cost bits,
-    # fewer among the three stores the e-mail joins into one group (3 of the 4 holders)
+    # three of its six holder pairs also share the e-mail, which joins three of the four holders into one
+    # group: the phone is taken for their operator's, and every holder pair loses bits at the group's support
     rarity = math.log2(4 - 1)
-    lost = rarity + rules.UNCORROBORATED_SLOPE * (1 - 3 / 6) * (rarity - 1)
-    lost_in_group = rarity + rules.UNCORROBORATED_SLOPE * (1 - 3 / 4) * (rarity - 1)
+    lost = rarity + rules.UNCORROBORATED_SLOPE * (1 - 3 / 4) * (rarity - 1)
     assert row["note"] == (f"down-weighted: held by 4 stores, 3 of 6 holder pairs corroborated, "
                            f"loses {lost:.1f} bits to rarity and lack of corroboration; "
+                           f"3 of its holders are corroborated into one group, most of them: every holder pair "
+                           f"counts the value at that group's support")
+
+
+def test_a_value_a_few_of_whose_holders_are_one_group_is_shared_infrastructure_outside_it(hubs):
+    row = _row(hubs, "phone", "+49305550000")
+    assert row["stores"] == "7"
+    # two of its 21 holder pairs share an e-mail, which join three holders: shared infrastructure, except among them
+    rarity = math.log2(7 - 1)
+    lost_in_group = rarity + rules.UNCORROBORATED_SLOPE * (1 - 3 / 7) * (rarity - 1)
+    assert row["note"] == (f"shared infrastructure: held by 7 stores, 2 of 21 holder pairs corroborated, "
+                           f"counts at most {rules.INFRASTRUCTURE_WEIGHT:g} bits; "
                            f"3 holders are corroborated into one group, whose pairs lose {lost_in_group:.1f} bits")
 
 
@@ -86,7 +101,7 @@ def test_a_pooled_value_is_listed_as_shared_infrastructure(hubs):
 def test_values_two_stores_share_and_session_values_are_not_listed(hubs):
     assert not [r for r in hubs if r["kind"] == "device_id"]
     assert not [r for r in hubs if r["value"].startswith("81.2.70")]  # one session loses nothing to rarity
-    assert {int(r["stores"]) for r in hubs} >= {3, 4, 6} and min(int(r["stores"]) for r in hubs) >= 3
+    assert {int(r["stores"]) for r in hubs} >= {3, 4, 7, 9} and min(int(r["stores"]) for r in hubs) >= 3
 
 
 def test_ignored_values_come_first_then_shared_infrastructure_then_down_weighted(hubs):

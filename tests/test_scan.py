@@ -270,6 +270,56 @@ def test_a_pair_of_clients_that_share_a_name_is_not_a_group_of_a_pooled_account(
     assert not [p for p in scan(bundle, SETTINGS).pairs if p.linked]
 
 
+@pytest.mark.parametrize(("chained", "linked_outside"), [(6, True), (4, False)])
+def test_holders_outside_a_majority_group_keep_the_account_with_it(make_bundle, chained, linked_outside):
+    """Ten stores behind one payout account, the first `chained` of them each sharing a name with the
+    next. Six chained stores are most of the holders: the account is mostly one operator's, and the four
+    that share nothing else are taken for its careful stores, so all ten form one cluster. Four chained
+    stores are a minority: the six others could be a pool's clients, and none of them is linked."""
+    ids = [f"S{n}" for n in range(10)]
+    names = ["Li Na", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing"]
+    signals = [{"store_id": s, "kind": "payment_account", "value": "pingpong: 8830 2946 3909"} for s in ids]
+    for name, (a, b) in zip(names, zip(ids[:chained], ids[1:chained], strict=False), strict=False):
+        signals += [{"store_id": s, "kind": "person_name", "value": name} for s in (a, b)]
+    bundle = read_bundle(make_bundle([{"store_id": s, "country": "CN"} for s in ids], signals).csv_dir)
+    support = compare(bundle, SETTINGS).support
+    account = ("payment_account", "883029463909")
+    assert support.shares[account] == pytest.approx((chained - 1) / 45)
+    assert support.majorities.get(account) == (pytest.approx(chained / 10) if linked_outside else None)
+    result = scan(bundle, SETTINGS)
+    linked = {(p.store_a, p.store_b) for p in result.pairs if p.linked}
+    outside = [(a, b) for a, b in combinations(ids, 2) if b in ids[chained:]]
+    if linked_outside:
+        assert linked == set(combinations(ids, 2))
+        assert [c.members for c in result.clusters] == [tuple(ids)]
+    else:
+        assert not linked & set(outside)
+
+
+@pytest.mark.parametrize(("kind", "key", "level", "controlled"), [
+    ("payment_account", "", "exact", True),
+    ("email", "", "exact", True),
+    ("address", "address/unit", "close", False),  # a place: unrelated neighbours hold it too
+    ("ip", "", "exact", False),  # a network
+    ("mac", "", "weak", False),  # a MAC marked weak repeats across machines
+])
+def test_only_a_controlled_value_lends_its_majority_group_to_the_holders_outside_it(kind, key, level, controlled):
+    """Ten holders of one value, six of them chained by names into one group: the holders outside it
+    count a payout account or an e-mail at the group's share, but a place, a network or a weak value
+    at the value's own share of corroborated pairs."""
+    stores = [f"S{n}" for n in range(10)]
+    value = Evidence(kind=kind, level=level, value="v", stores=10, key=key)
+    evidence = {pair: [value] for pair in combinations(stores, 2)}
+    for n, pair in enumerate(zip(stores[:6], stores[1:6], strict=False)):
+        evidence[pair] = [value, Evidence(kind="person_name", level="exact", value=f"name {n}", stores=2)]
+    support = value_support(evidence, rules.base_weight)
+    assert support.shares[value.identity] == pytest.approx(5 / 45)
+    outside = ("S0", "S9")
+    expected = 0.6 if controlled else 5 / 45
+    assert support.for_pair(outside, evidence[outside])[value.identity] == pytest.approx(expected)
+    assert support.for_pair(("S0", "S5"), evidence[("S0", "S5")])[value.identity] == pytest.approx(0.6)
+
+
 def _stages(calls: list[tuple[str, int, int | None]]) -> dict[str, list[tuple[int, int | None]]]:
     """The progress calls by stage, checking that each stage's calls come together (one bar per stage)."""
     by_stage: dict[str, list[tuple[int, int | None]]] = {}
