@@ -209,14 +209,21 @@ class ValueSupport:
     groups: dict[IndexKey, dict[str, Group]]
     majorities: dict[IndexKey, float]
 
+    def for_value(self, identity: IndexKey) -> float | None:
+        """The support every holder pair of a value sees at least: its share of corroborated holder
+        pairs, or the share of a group holding most of its holders if that is larger."""
+        share = self.shares.get(identity)
+        if share is None:
+            return None
+        return max(share, self.majorities.get(identity, 0.0))
+
     def for_pair(self, pair: StorePair, evidence: list[Evidence]) -> dict[IndexKey, float]:
-        """The support of each of a pair's values as this pair sees it: the largest of the value's
-        share of corroborated holder pairs, the share of a group holding both stores, and the
-        share of a group holding most of the value's holders."""
+        """The support of each of a pair's values as this pair sees it: `for_value`, or the share
+        of a group holding both stores if that is larger."""
         seen: dict[IndexKey, float] = {}
         for piece in evidence:
             identity = piece.identity
-            share = self.shares.get(identity)
+            share = self.for_value(identity)
             if share is None:
                 continue
             groups = self.groups.get(identity)
@@ -224,7 +231,6 @@ class ValueSupport:
                 group_a = groups.get(pair[0])
                 if group_a is not None and group_a == groups.get(pair[1]):
                     share = max(share, group_a[1])
-                share = max(share, self.majorities.get(identity, 0.0))
             seen[identity] = share
         return seen
 
@@ -258,10 +264,11 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
         progress("value support", done, total)
 
     report(0)
-    first, _ = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT, report)
+    first, _ = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT, report,
+                        join=False)
     second, joined = _support(evidence_by_pair, lambda piece: base_weight(piece) >= CORROBORATING_WEIGHT
                               and first.get(piece.identity, 1.0) >= DOUBTFUL_SUPPORT,
-                              lambda done: report(len(evidence_by_pair) + done))
+                              lambda done: report(len(evidence_by_pair) + done), join=True)
     groups = {identity: grouped for identity, (holders, _, pairs) in joined.items()
               if (grouped := _groups(pairs, holders))}
     majorities = {identity: largest for identity, grouped in groups.items() if joined[identity][1]
@@ -271,12 +278,12 @@ def value_support(evidence_by_pair: dict[StorePair, list[Evidence]],
 
 
 def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Callable[[Evidence], bool],
-             report: Callable[[int], None]
+             report: Callable[[int], None], *, join: bool
              ) -> tuple[dict[IndexKey, float], dict[IndexKey, tuple[int, bool, list[StorePair]]]]:
-    """Each value's share of corroborated holder pairs; and its store count, whether it is a
-    controlled value (CONTROLLED_KINDS, not marked weak) and the holder pairs other evidence
-    corroborates (close timing of the value itself joins no group: an office IP that many
-    clients use every day has close pairs too)."""
+    """Each value's share of corroborated holder pairs; and, if `join`, its store count, whether
+    it is a controlled value (CONTROLLED_KINDS, not marked weak) and the holder pairs other
+    evidence corroborates (close timing of the value itself joins no group: an office IP that
+    many clients use every day has close pairs too)."""
     holder_pairs: dict[IndexKey, list[bool]] = {}
     joined: dict[IndexKey, tuple[int, bool, list[StorePair]]] = {}
     for done, (pair, pieces) in enumerate(evidence_by_pair.items(), start=1):
@@ -290,9 +297,10 @@ def _support(evidence_by_pair: dict[StorePair, list[Evidence]], corroborates: Ca
             others = any(other != identity for other in strong)
             close = piece.gap_hours is not None and piece.gap_hours <= CORROBORATING_GAP_HOURS
             holder_pairs.setdefault(identity, []).append(others or close)
-            if others:
-                controlled = piece.kind in CONTROLLED_KINDS and piece.level != "weak"
-                joined.setdefault(identity, (piece.stores, controlled, []))[2].append(pair)
+            if others and join:
+                if identity not in joined:
+                    joined[identity] = (piece.stores, piece.kind in CONTROLLED_KINDS and piece.level != "weak", [])
+                joined[identity][2].append(pair)
     return {identity: sum(flags) / len(flags) for identity, flags in holder_pairs.items()}, joined
 
 

@@ -181,14 +181,13 @@ def scoring_hubs(evidence_by_pair: dict[StorePair, list[Evidence]], support: Val
     infrastructure, down_weighted = [], []
     for identity, pairs in holder_pairs.items():
         piece = sample[identity]
-        share = support.shares.get(identity)
-        corroborated = f"{round((1.0 if share is None else share) * pairs)} of {pairs} holder pairs corroborated"
+        measured = support.shares.get(identity)
+        corroborated = f"{round((1.0 if measured is None else measured) * pairs)} of {pairs} holder pairs corroborated"
+        share = support.for_value(identity)
         detail = ""
         group = max((g for _, g in support.groups.get(identity, {}).values()), default=0.0)
-        majority = support.majorities.get(identity)
-        if share is not None and majority is not None and majority > share:
-            share = majority
-            detail += (f"; {round(majority * piece.stores)} of its holders are corroborated into one group, most of "
+        if share is not None and measured is not None and share > measured:
+            detail += (f"; {round(share * piece.stores)} of its holders are corroborated into one group, most of "
                        f"them: every holder pair counts the value at that group's support")
         elif share is not None and group > share:
             detail += (f"; {round(group * piece.stores)} holders are corroborated into one group, whose pairs lose "
