@@ -1,10 +1,12 @@
 """The documented scoring policy (models/rules.py, README "What `assoc scan` does", issue 2 item 4) on small bundles.
 
-A single weak match never links on its own: one IP (undated or seen far apart), a person name, an address
-shared by a building, a locally administered MAC. A strong single match links: the same payout account, tax
-id, device id or globally unique MAC. Time counts for session-bound kinds: the same IP within hours counts
-more than the same IP months apart, and the documented exception holds: one IP used by both stores within six
-hours (a shared session, no more than three stores ever using it) links.
+A single weak match never links on its own: one IP (undated in both stores or seen far apart), a person name,
+an address shared by a building, a locally administered MAC. A strong single match links: the same payout
+account, tax id, device id or globally unique MAC. Time counts for session-bound kinds: the same IP within
+hours counts more than the same IP months apart, and the documented exceptions hold: one IP used by both
+stores within six hours (a shared session, no more than three stores ever using it) links, and so does one IP
+only the two stores hold, dated in one and undated in the other (the gap is unknown, not long), a little
+below a session.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ POLICY = [
     # the documented exception: one IP both stores used within six hours is a shared session
     ("public IP within hours", _both("ip", "81.2.69.160", "81.2.69.160", "2024-05-01T10:00:00Z",
                                      "2024-05-01T13:00:00Z"), "shared:ip", True),
+    # and one IP only the two hold, whose time one export row lost
+    ("public IP, one sighting undated", _both("ip", "81.2.69.160", "81.2.69.160", "2024-05-01T10:00:00Z"),
+     "shared:ip", True),
 ]
 
 
@@ -102,9 +107,20 @@ def test_the_same_ip_counts_more_the_closer_in_time_both_stores_used_it(make_bun
     months = ip_score("2024-08-20T10:00:00Z")      # months apart
     years = ip_score("2022-02-01T10:00:00Z")       # more than a year apart
     undated, _, _ = _judge(make_bundle, _both("ip", "81.2.69.160"))
-    assert hours > same_day > same_week > months > years
-    assert months == pytest.approx(undated)  # no time bonus either way: the value's base weight alone
-    assert hours >= SETTINGS.link_threshold > same_day
+    one_side_undated = ip_score("")
+    assert hours > one_side_undated > same_day > same_week > months > years
+    assert months == pytest.approx(undated)  # no time known in either store: the value's base weight alone
+    assert one_side_undated >= SETTINGS.link_threshold > same_day
+
+
+def test_an_ip_one_store_left_undated_links_only_when_no_other_store_holds_it(make_bundle):
+    """The unknown gap counts only for a value just the two stores hold: with a third holder the value is
+    weighed for its rarity and its time as before, and does not link on its own."""
+    shared = _both("ip", "81.2.69.160", "81.2.69.160", "2024-05-01T10:00:00Z") + [
+        _signal("C", "ip", "81.2.69.160", "2024-09-01T10:00:00Z")]
+    score, linked, codes = _judge(make_bundle, shared, extra_stores=("C",))
+    assert codes == ["shared:ip"] and not linked
+    assert score < SETTINGS.link_threshold
 
 
 def test_a_weak_ip_within_minutes_still_does_not_link(make_bundle):

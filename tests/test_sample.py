@@ -36,6 +36,10 @@ def test_identity_bars(scores):
     assert scores["recall_by_why"]["operator_strong"]["recall"] >= 0.95
 
 
+def test_pairwise_f1_bar_including_catalog_only_links(scores):
+    assert scores["pairwise"]["f1"] >= 0.95
+
+
 def test_clusters_beat_the_all_singletons_baseline(scores):
     assert scores["bcubed_operators"]["f1"] > scores["bcubed_baseline_all_singletons"]["f1"] + 0.15
 
