@@ -14,8 +14,8 @@ Why these numbers (measured on bench/market.py bundles, see BENCHMARKS.md):
 - A full postal unit (street, number, building, room) is strong (11 bits) unless written as a
   care-of / returns address (a forwarder's warehouse serves many sellers: 2 bits).
 - A browser fingerprint collides across identical browser builds: 8 bits, below the bar alone.
-- One IP, a person name, a shared /24 or a shared building never link on their own (5, 5, 1.5,
-  2 bits): they need corroboration from another family.
+- One IP, a person name, a shared /24 or a shared building never link on their base weight alone
+  (5, 5, 1.5, 2 bits): they need corroboration from another family, or, for an IP, time (below).
 Rarity: a value shared by k stores loses log2(k - 1) bits (Splink's term-frequency adjustment
 in its simplest form): two stores sharing it are full weight, ten are about 3 bits less. Above
 the hub cap a value is not evidence at all (it never becomes a candidate key).
