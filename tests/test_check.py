@@ -136,6 +136,25 @@ def test_check_weighs_a_value_by_the_corroborated_group_of_its_holders_as_a_scan
         assert _check_pairs(check_store(index, record, SETTINGS)) == expected
 
 
+@pytest.mark.parametrize(("seen_indexed", "seen_candidate", "linked"), [
+    ("2024-05-01T10:00:00Z", "", True),    # the candidate's sighting lost its time: the gap is unknown
+    ("", "2024-05-01T10:00:00Z", True),    # the indexed store's did
+    ("", "", False),                       # no time on either side: one IP alone
+])
+def test_check_weighs_an_undated_ip_as_a_scan_does(make_bundle, tmp_path, seen_indexed, seen_candidate, linked):
+    stores = [{"store_id": s} for s in ("A", "B", "F")]
+    signals = [{"store_id": "A", "kind": "ip", "value": "81.2.69.160", "seen_at": seen_indexed},
+               {"store_id": "B", "kind": "ip", "value": "81.2.69.160", "seen_at": seen_candidate},
+               {"store_id": "F", "kind": "email", "value": "filler@example.org"}]
+    bundle = read_bundle(make_bundle(stores, signals).csv_dir)
+    expected = _scan_pairs(bundle, "B")
+    assert any(row[1] for row in expected.values()) is linked
+    with IndexStore.open(tmp_path / "i.db", create=True) as index:
+        index.add_bundle(_without(bundle, {"B"}), SETTINGS)
+        record = next(r for r in records_of(bundle) if r.store.store_id == "B")
+        assert _check_pairs(check_store(index, record, SETTINGS)) == expected
+
+
 def test_an_indexed_store_with_new_listings_and_signals(market, tmp_path):
     with IndexStore.open(tmp_path / "i.db", create=True) as index:
         index.add_bundle(market, SETTINGS)
