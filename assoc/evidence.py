@@ -53,6 +53,9 @@ class Evidence:
     key: str = ""  # the index key kind the piece came from ('ip/24', 'address/unit', ...)
     support: float | None = None  # for values held by 3+ stores: share of holder pairs corroborated otherwise
     weight: float = 0.0
+    # For an exact IP: how many stores use an address of its /24 (/64); None when that prefix is a hub
+    # (or the piece is no IP). A carrier's NAT pool or a data centre fills its /24, a home line does not.
+    prefix_stores: int | None = None
 
     @property
     def family(self) -> str:
@@ -83,7 +86,7 @@ class Evidence:
     def weighted(self, weight: float, support: float | None) -> Evidence:
         # The constructor, not dataclasses.replace: called for every piece of every pair, and replace is 3x slower.
         return Evidence(self.kind, self.level, self.value, self.stores, self.gap_hours, self.first_seen_a,
-                        self.first_seen_b, self.note, self.key, support, weight)
+                        self.first_seen_b, self.note, self.key, support, weight, self.prefix_stores)
 
 
 def closest_gap_hours(times_a: list[float], times_b: list[float]) -> float | None:
@@ -113,13 +116,15 @@ def compare_pair(pair: StorePair, keys: list[IndexKey], index: SignalIndex) -> l
     store_a, store_b = pair
     evidence: list[Evidence] = []
     exact_kinds: set[str] = set()
-    derived: list[IndexKey] = []
+    derived = [key for key in keys if "/" in key[0]]
+    # A shared IP implies a shared prefix, which is missing from `keys` only when it is a hub.
+    prefix_stores = {key[1]: len(index.postings[key]) for key in derived if key[0] in ("ip/24", "ip/64")}
     for key in keys:
         kind, value = key
         if "/" in kind:
-            derived.append(key)
             continue
-        evidence.append(_piece(key, "weak" if key in index.weak_notes else "exact", pair, index))
+        evidence.append(_piece(key, "weak" if key in index.weak_notes else "exact", pair, index,
+                               prefix_stores=prefix_stores.get(_ip_prefix(value)) if kind == "ip" else None))
         exact_kinds.add(kind)
     matched_prefixes = {_ip_prefix(e.value) for e in evidence if e.kind == "ip"}
     address_matched = "address" in exact_kinds
@@ -154,7 +159,8 @@ def _ip_prefix(value: str) -> str:
     return value.rsplit(".", 1)[0]
 
 
-def _piece(key: IndexKey, level: str, pair: StorePair, index: SignalIndex, *, kind: str | None = None) -> Evidence:
+def _piece(key: IndexKey, level: str, pair: StorePair, index: SignalIndex, *, kind: str | None = None,
+           prefix_stores: int | None = None) -> Evidence:
     holders = index.postings[key]
     posting_a, posting_b = holders[pair[0]], holders[pair[1]]
     return Evidence(
@@ -167,6 +173,7 @@ def _piece(key: IndexKey, level: str, pair: StorePair, index: SignalIndex, *, ki
         first_seen_b=posting_b.times[0] if posting_b.times else None,
         note=index.weak_notes.get(key, ""),
         key=key[0],
+        prefix_stores=prefix_stores,
     )
 
 

@@ -10,7 +10,10 @@ once per kind, by the closest gap between the two stores' sightings of it (withi
 a day, longer, or unknown because one store's sightings, or both stores', carry no time), by
 whether the pair shares anything else, and by whether the truth says one operator runs both stores.
 A gap that is unknown because one row lost its time should look like the known gaps mixed at their
-rates; if it looked like a long gap, the missing time would be evidence against the pair.
+rates; if it looked like a long gap, the missing time would be evidence against the pair. IP pairs
+are also split by how many stores use an address of the IP's /24 (/64): "quiet" when at most
+models.rules.QUIET_PREFIX_STORES do, "busy" when more do or the prefix is a hub (a carrier's NAT
+pool, a data centre).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assoc import Settings, read_bundle  # noqa: E402
 from assoc.evidence import SESSION_HOURS, Evidence  # noqa: E402
 from assoc.scan import compare  # noqa: E402
-from models.rules import SESSION_KINDS  # noqa: E402
+from models.rules import QUIET_PREFIX_STORES, SESSION_KINDS  # noqa: E402
 
 GAPS = ("within 6 h", "within a day", "more than a day", "one side undated", "both undated")
 
@@ -37,6 +40,13 @@ def gap_class(piece: Evidence) -> str:
     if piece.gap_hours <= SESSION_HOURS:
         return "within 6 h"
     return "within a day" if piece.gap_hours <= 24.0 else "more than a day"
+
+
+def kind_class(piece: Evidence) -> str:
+    if piece.kind != "ip":
+        return piece.kind
+    quiet = piece.prefix_stores is not None and piece.prefix_stores <= QUIET_PREFIX_STORES
+    return "ip, quiet /24" if quiet else "ip, busy /24"
 
 
 def count(market: Path) -> Counter[tuple[str, str, str, bool]]:
@@ -52,7 +62,8 @@ def count(market: Path) -> Counter[tuple[str, str, str, bool]]:
             if not own:
                 continue
             alone = "alone" if len(pieces) == 1 else "with more"
-            found[(kind, gap_class(min(own, key=lambda p: GAPS.index(gap_class(p)))), alone, same)] += 1
+            closest = min(own, key=lambda p: GAPS.index(gap_class(p)))
+            found[(kind_class(closest), gap_class(closest), alone, same)] += 1
     return found
 
 

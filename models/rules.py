@@ -27,12 +27,13 @@ in every store, falls within six hours: then the holders are one session (one op
 in to all of them) and the value loses nothing to rarity (evidence.session_values; measured in
 BENCHMARKS.md "Session values": no such value of 3-25 holders in four generated markets belonged
 to two operators) (DESIGN_NOTES §4).
-A missing time is unknown, not long. A session-bound value only the two stores hold, dated in one
-of them and undated in the other, gains 5.5 bits and links alone, half a bit below a shared
-session: the export records times and this row lost its time, and in generated markets a pair
-sharing such a value and nothing else was one operator's in 57 of 58 cases (BENCHMARKS.md
-"Undated sightings"), while the value's holders, just two, leave nothing to measure it by. When
-neither store's sighting is dated nothing is added: the export may record no times at all.
+A missing time is unknown, not long. An IP only the two stores hold, dated in one of them and
+undated in the other, gains 5.5 bits and links alone, half a bit below a shared session, when at
+most three stores use its /24 (/64): the export records times and this row lost its time, and in
+33 generated markets a pair sharing such an IP and nothing else was one operator's 58 times in 58
+(BENCHMARKS.md "Undated sightings"). In a busy /24 (a mobile carrier's NAT pool, a data centre)
+the same pairs were two operators' 5 times in 5, so there it gains nothing. When neither store's
+sighting is dated nothing is added: the export may record no times at all.
 Corroboration: a value held by k >= 3 stores whose holder pairs are rarely corroborated by
 anything else (support s, see evidence.value_support) loses a further 2 (1 - s) (log2(k - 1) - 1)
 bits, and when at most one holder pair in five is corroborated (s <= 0.2) it is shared
@@ -91,9 +92,10 @@ WEAK_DEFAULT = 0.5  # private, reserved and carrier-NAT IPs and the like
 SESSION_KINDS = frozenset({"ip", "device_id", "mac", "browser_fp"})
 TIME_BONUS = ((SESSION_HOURS, 6.0), (24.0, 3.0), (24.0 * 7, 0.5))  # (within hours, bits)
 STALE_HOURS, STALE_PENALTY = 24.0 * 365, -1.0
-# A value only two stores hold, dated in one of them and undated in the other: the export keeps times
-# and this one was lost, so the gap is unknown rather than long (BENCHMARKS.md "Undated sightings").
-UNDATED_PAIR_BONUS = 5.5
+# An IP only two stores hold, dated in one of them and undated in the other: the export keeps times and
+# this one was lost, so the gap is unknown rather than long; it counts where the IP's /24 (/64) is quiet,
+# as a home line's is, and not in a carrier's or a data centre's busy pool (BENCHMARKS.md "Undated sightings").
+UNDATED_IP_BONUS, QUIET_PREFIX_STORES = 5.5, 3
 
 CATALOG_OWN_SLOPE, CATALOG_OWN_CAP = 20.0, 8.0  # own products: 0.30 of the smaller catalog = 6 bits, never enough alone
 CATALOG_SUPPLIER_SLOPE, CATALOG_SUPPLIER_CAP = 3.0, 2.0  # common stock says little about the operator
@@ -119,7 +121,8 @@ def time_adjustment(piece: Evidence) -> float:
         return 0.0
     if piece.gap_hours is None:
         one_side_dated = (piece.first_seen_a is None) != (piece.first_seen_b is None)
-        return UNDATED_PAIR_BONUS if piece.stores == 2 and one_side_dated else 0.0
+        quiet = piece.prefix_stores is not None and piece.prefix_stores <= QUIET_PREFIX_STORES
+        return UNDATED_IP_BONUS if piece.kind == "ip" and piece.stores == 2 and one_side_dated and quiet else 0.0
     for within, bonus in TIME_BONUS:
         if piece.gap_hours <= within:
             return bonus

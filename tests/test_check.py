@@ -136,16 +136,20 @@ def test_check_weighs_a_value_by_the_corroborated_group_of_its_holders_as_a_scan
         assert _check_pairs(check_store(index, record, SETTINGS)) == expected
 
 
-@pytest.mark.parametrize(("seen_indexed", "seen_candidate", "linked"), [
-    ("2024-05-01T10:00:00Z", "", True),    # the candidate's sighting lost its time: the gap is unknown
-    ("", "2024-05-01T10:00:00Z", True),    # the indexed store's did
-    ("", "", False),                       # no time on either side: one IP alone
+@pytest.mark.parametrize(("seen_indexed", "seen_candidate", "neighbours", "linked"), [
+    ("2024-05-01T10:00:00Z", "", 0, True),    # the candidate's sighting lost its time: the gap is unknown
+    ("", "2024-05-01T10:00:00Z", 0, True),    # the indexed store's did
+    ("", "", 0, False),                       # no time on either side: one IP alone
+    ("2024-05-01T10:00:00Z", "", 3, False),   # three more stores in the IP's /24: a busy pool
 ])
-def test_check_weighs_an_undated_ip_as_a_scan_does(make_bundle, tmp_path, seen_indexed, seen_candidate, linked):
-    stores = [{"store_id": s} for s in ("A", "B", "F")]
+def test_check_weighs_an_undated_ip_as_a_scan_does(make_bundle, tmp_path, seen_indexed, seen_candidate,
+                                                   neighbours, linked):
+    pool = [f"P{n}" for n in range(neighbours)]
+    stores = [{"store_id": s} for s in ("A", "B", "F", *pool)]
     signals = [{"store_id": "A", "kind": "ip", "value": "81.2.69.160", "seen_at": seen_indexed},
                {"store_id": "B", "kind": "ip", "value": "81.2.69.160", "seen_at": seen_candidate},
                {"store_id": "F", "kind": "email", "value": "filler@example.org"}]
+    signals += [{"store_id": s, "kind": "ip", "value": f"81.2.69.{10 + n}"} for n, s in enumerate(pool)]
     bundle = read_bundle(make_bundle(stores, signals).csv_dir)
     expected = _scan_pairs(bundle, "B")
     assert any(row[1] for row in expected.values()) is linked

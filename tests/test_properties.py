@@ -149,13 +149,14 @@ def pieces(draw: st.DrawFn) -> Evidence:
     kind = draw(st.sampled_from(sorted(PIECE_LEVELS)))
     return Evidence(kind, draw(st.sampled_from(PIECE_LEVELS[kind])), draw(st.sampled_from(["v1", "v2", "v3"])),
                     stores=draw(st.integers(2, 30)), gap_hours=draw(st.none() | st.floats(0, 50_000)),
-                    first_seen_a=draw(maybe_time), first_seen_b=draw(maybe_time))
+                    first_seen_a=draw(maybe_time), first_seen_b=draw(maybe_time),
+                    prefix_stores=draw(st.none() | st.integers(2, 30)))
 
 
 def _swapped(piece: Evidence) -> Evidence:
     """The same piece seen from the other store of the pair."""
     return Evidence(piece.kind, piece.level, piece.value, piece.stores, piece.gap_hours, piece.first_seen_b,
-                    piece.first_seen_a, piece.note, piece.key, piece.support, piece.weight)
+                    piece.first_seen_a, piece.note, piece.key, piece.support, piece.weight, piece.prefix_stores)
 
 
 @settings(max_examples=300, deadline=None)

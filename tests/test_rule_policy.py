@@ -6,7 +6,7 @@ account, tax id, device id or globally unique MAC. Time counts for session-bound
 hours counts more than the same IP months apart, and the documented exceptions hold: one IP used by both
 stores within six hours (a shared session, no more than three stores ever using it) links, and so does one IP
 only the two stores hold, dated in one and undated in the other (the gap is unknown, not long), a little
-below a session.
+below a session, where its /24 is quiet (a home line's, not a carrier's busy pool).
 """
 
 from __future__ import annotations
@@ -111,6 +111,18 @@ def test_the_same_ip_counts_more_the_closer_in_time_both_stores_used_it(make_bun
     assert hours > one_side_undated > same_day > same_week > months > years
     assert months == pytest.approx(undated)  # no time known in either store: the value's base weight alone
     assert one_side_undated >= SETTINGS.link_threshold > same_day
+
+
+def test_an_ip_one_store_left_undated_does_not_link_in_a_busy_prefix(make_bundle):
+    """A carrier's NAT pool or a data centre puts many unrelated stores in one /24: there an IP two stores
+    share, one of them undated, is weighed as before and does not link; in a quiet /24 it does."""
+    pool = ("P1", "P2", "P3")
+    neighbours = [_signal(s, "ip", f"81.2.69.{10 + n}", "2024-03-01T10:00:00Z") for n, s in enumerate(pool)]
+    shared = _both("ip", "81.2.69.160", "81.2.69.160", "2024-05-01T10:00:00Z")
+    busy, linked, codes = _judge(make_bundle, shared + neighbours, extra_stores=pool)
+    assert codes == ["shared:ip"] and not linked
+    quiet, quiet_linked, _ = _judge(make_bundle, shared + neighbours[:1], extra_stores=pool)
+    assert quiet_linked and busy < SETTINGS.link_threshold <= quiet
 
 
 def test_an_ip_one_store_left_undated_links_only_when_no_other_store_holds_it(make_bundle):
