@@ -6,9 +6,10 @@ Method (DESIGN_NOTES §7):
    join stores pairwise but do not merge operator clusters: "possibly related" stays apart from
    "same operator". Fragile edges, which would not reach the threshold without a doubtful value
    (evidence.without_doubtful_values: one its other holders do not corroborate, or one only the
-   two stores hold, seen far apart, with nothing else between them), join only stores that no
-   solid edge has placed in a group yet: an agency account shared by one store of a large
-   operator must not pull unrelated sellers into that operator's cluster.
+   two stores hold, seen far apart or, for a payout account, at an unknown time, with nothing else
+   between them), join only stores that no solid edge has placed in a group yet: an agency
+   account shared by one store of a large operator must not pull unrelated sellers into that
+   operator's cluster.
 2. Each connected component of two or more stores is a cluster. Its id is derived from its
    members (the smallest store id), so it is stable across runs and input orders. Its risk is
    the weakest link of its maximum spanning tree: how sure we are that every member belongs.

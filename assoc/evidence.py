@@ -368,13 +368,17 @@ def without_doubtful_values(evidence: list[Evidence]) -> list[Evidence]:
     Doubtful are values held by 3+ stores that mostly share nothing else (support below
     DOUBTFUL_SUPPORT), and a value held by just these two stores, seen by them more than a day
     apart, when the pair shares nothing else of weight: with two holders there is no support to
-    measure, and that is how an agency's account looks in a small export. (An undated sighting
-    is not doubtful: most such values are one operator's slips. BENCHMARKS.md, "Shared
-    infrastructure".)"""
+    measure, and that is how an agency's account looks in a small export. A payout account only
+    the two hold with a sighting of unknown time is doubtful too: an agency's pool looks the same
+    as an operator's slip, and one such edge joining two clusters made 79 false pairs in a
+    150-store market (BENCHMARKS.md, "Undated payout accounts"). Other undated sightings are not
+    doubtful: most such values are one operator's slips (BENCHMARKS.md, "Shared infrastructure")."""
     def lone(piece: Evidence) -> bool:
-        return (piece.kind != "catalog" and piece.stores == 2 and piece.gap_hours is not None
-                and piece.gap_hours > CORROBORATING_GAP_HOURS
-                and not any(other.identity != piece.identity and other.weight >= CORROBORATING_WEIGHT
-                            for other in evidence))
+        if piece.kind == "catalog" or piece.stores != 2 or any(
+                other.identity != piece.identity and other.weight >= CORROBORATING_WEIGHT for other in evidence):
+            return False
+        if piece.gap_hours is None:
+            return piece.kind == "payment_account"
+        return piece.gap_hours > CORROBORATING_GAP_HOURS
 
     return [p for p in evidence if (p.support is None or p.support >= DOUBTFUL_SUPPORT) and not lone(p)]

@@ -138,21 +138,26 @@ def test_an_account_held_by_stores_that_share_nothing_else_links_none_of_them(ma
     assert [(e.kind, e.stores, e.support, e.weight) for e in pooled] == [("payment_account", 3, 0.0, 2.0)]
 
 
-@pytest.mark.parametrize(("seen_x", "joins"), [
-    ("2023-01-05T10:00:00Z", False),   # two years apart: the pair is linked, the store joins no cluster
-    ("2025-01-05T12:00:00Z", True),    # two hours apart: one session, a solid edge
-    ("", True),                        # undated: nothing says it is far; an operator's slip as likely
+@pytest.mark.parametrize(("kind", "value_o3", "value_x", "seen_x", "joins"), [
+    # two years apart: the pair is linked, the store joins no cluster
+    ("payment_account", "DE89 3704 0044 0532 0130 00", "DE89370400440532013000", "2023-01-05T10:00:00Z", False),
+    # two hours apart: one session, a solid edge
+    ("payment_account", "DE89 3704 0044 0532 0130 00", "DE89370400440532013000", "2025-01-05T12:00:00Z", True),
+    # a payout account with no time: an agency's pool in a small export looks the same
+    ("payment_account", "DE89 3704 0044 0532 0130 00", "DE89370400440532013000", "", False),
+    # a device with no time: nothing says it is far; an operator's slip
+    ("device_id", "{6F9619FF-8B86-D011-B42D-00C04FC964FF}", "6f9619ff8b86d011b42d00c04fc964ff", "", True),
 ])
-def test_a_lone_value_seen_far_apart_does_not_pull_a_store_into_a_cluster(make_bundle, seen_x, joins):
+def test_a_lone_value_seen_far_apart_does_not_pull_a_store_into_a_cluster(make_bundle, kind, value_o3, value_x,
+                                                                          seen_x, joins):
     stores = [{"store_id": s} for s in ("O1", "O2", "O3", "X")]
     signals = [{"store_id": s, "kind": "email", "value": "owner@example.com"} for s in ("O1", "O2", "O3")]
     signals += [{"store_id": s, "kind": "phone", "value": "+49 30 1234567"} for s in ("O1", "O2", "O3")]
-    signals += [{"store_id": "O3", "kind": "payment_account", "value": "DE89 3704 0044 0532 0130 00",
-                 "seen_at": "2025-01-05T10:00:00Z"},
-                {"store_id": "X", "kind": "payment_account", "value": "DE89370400440532013000", "seen_at": seen_x}]
+    signals += [{"store_id": "O3", "kind": kind, "value": value_o3, "seen_at": "2025-01-05T10:00:00Z"},
+                {"store_id": "X", "kind": kind, "value": value_x, "seen_at": seen_x}]
     result = scan(read_bundle(make_bundle(stores, signals).csv_dir), SETTINGS)
     pair = next(p for p in result.pairs if (p.store_a, p.store_b) == ("O3", "X"))
-    assert pair.linked  # a payout account links two stores on its own, with its explanation
+    assert pair.linked  # the value links the two stores on its own, with its explanation
     members = {m for c in result.clusters for m in c.members}
     assert ("X" in members) == joins
     assert [c.members for c in result.clusters][0][:3] == ("O1", "O2", "O3")
