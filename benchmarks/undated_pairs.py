@@ -11,9 +11,9 @@ a day, longer, or unknown because one store's sightings, or both stores', carry 
 whether the pair shares anything else, and by whether the truth says one operator runs both stores.
 A gap that is unknown because one row lost its time should look like the known gaps mixed at their
 rates; if it looked like a long gap, the missing time would be evidence against the pair. IP pairs
-are also split by how many stores use an address of the IP's /24 (/64): "quiet" when at most
-models.rules.QUIET_PREFIX_STORES do, "busy" when more do or the prefix is a hub (a carrier's NAT
-pool, a data centre).
+are also split by how many stores use an address of the IP's /24 (/64), as models.rules.in_quiet_prefix
+reads it: "quiet" when at most QUIET_PREFIX_STORES do, "busy" when more do or the prefix is a hub
+(a carrier's NAT pool, a data centre).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assoc import Settings, read_bundle  # noqa: E402
 from assoc.evidence import SESSION_HOURS, Evidence  # noqa: E402
 from assoc.scan import compare  # noqa: E402
-from models.rules import QUIET_PREFIX_STORES, SESSION_KINDS  # noqa: E402
+from models.rules import SESSION_KINDS, in_quiet_prefix  # noqa: E402
 
 GAPS = ("within 6 h", "within a day", "more than a day", "one side undated", "both undated")
 
@@ -45,8 +45,7 @@ def gap_class(piece: Evidence) -> str:
 def kind_class(piece: Evidence) -> str:
     if piece.kind != "ip":
         return piece.kind
-    quiet = piece.prefix_stores is not None and piece.prefix_stores <= QUIET_PREFIX_STORES
-    return "ip, quiet /24" if quiet else "ip, busy /24"
+    return "ip, quiet /24" if in_quiet_prefix(piece) else "ip, busy /24"
 
 
 def count(market: Path) -> Counter[tuple[str, str, str, bool]]:

@@ -116,13 +116,18 @@ def base_weight(piece: Evidence) -> float:
     return EXACT_WEIGHTS.get(piece.kind, UNKNOWN_KIND_WEIGHT)
 
 
+def in_quiet_prefix(piece: Evidence) -> bool:
+    """An IP whose /24 (/64) at most QUIET_PREFIX_STORES stores use (a home line's, not a busy pool's)."""
+    return piece.prefix_stores is not None and piece.prefix_stores <= QUIET_PREFIX_STORES
+
+
 def time_adjustment(piece: Evidence) -> float:
     if piece.kind not in SESSION_KINDS or piece.level == "weak":
         return 0.0
     if piece.gap_hours is None:
         one_side_dated = (piece.first_seen_a is None) != (piece.first_seen_b is None)
-        quiet = piece.prefix_stores is not None and piece.prefix_stores <= QUIET_PREFIX_STORES
-        return UNDATED_IP_BONUS if piece.kind == "ip" and piece.stores == 2 and one_side_dated and quiet else 0.0
+        lost_time = piece.kind == "ip" and piece.stores == 2 and one_side_dated and in_quiet_prefix(piece)
+        return UNDATED_IP_BONUS if lost_time else 0.0
     for within, bonus in TIME_BONUS:
         if piece.gap_hours <= within:
             return bonus
